@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Vessel's tests and benchmarks use, then the npm dependencies
+# (which also compiles the TypeScript and the native helpers). Idempotent; needs root.
+# Each part of the project lists its packages here, with what needs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  nasm               # machine-code test payloads, assembled at test time from test/**/*.asm
+  qemu-system-x86    # bench: QEMU peers (microvm on KVM, TCG)
+  cpio               # tests: cross-check Vessel's initramfs writer
+  binutils           # objdump for test diagnostics
+  seabios            # bench/boot-soft: v86 BIOS images
+  podman runc crun uidmap slirp4netns fuse-overlayfs   # OCI runtime: podman end to end, runc/crun peers
+  iproute2 iptables  # container networking
+  debootstrap e2fsprogs  # Debian root filesystems for containers and VMs
+  libseccomp-dev     # seccomp tests compare against libseccomp's constants
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup-host: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --allow-scripts=koffi 2>/dev/null || npm ci --no-audit --no-fund
+else
+  npm run build
+fi
