@@ -5,7 +5,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
-for (const name of readdirSync("native")) {
+const names = existsSync("native") ? readdirSync("native") : [];
+for (const name of names) {
   const dir = join("native", name);
   if (!existsSync(join(dir, "Makefile"))) continue;
   const r = spawnSync("make", ["-s", "-C", dir], { stdio: "inherit" });

@@ -33,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --allow-scripts=koffi 2>/dev/null || npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund
 else
   npm run build
 fi
