@@ -17,5 +17,7 @@ const filter = process.argv.slice(2);
 const files = find("dist/test", [])
   .filter((f) => filter.length === 0 || filter.some((s) => f.includes(s)))
   .sort();
-const result = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...files], { stdio: "inherit" });
+const result = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...files], {
+  stdio: "inherit",
+});
 process.exit(result.status ?? 1);

@@ -18,7 +18,8 @@ export class MmioBus {
   unclaimedWrites = 0;
 
   register(base: number, length: number, device: Device): void {
-    if (length <= 0) throw new BusError("BUS_RANGE", `MMIO range of ${device.name} is empty`, { base, length });
+    if (length <= 0)
+      throw new BusError("BUS_RANGE", `MMIO range of ${device.name} is empty`, { base, length });
     for (const r of this.ranges) {
       if (base < r.base + r.length && r.base < base + length) {
         throw new BusError(

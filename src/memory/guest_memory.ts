@@ -38,7 +38,10 @@ export class GuestMemory {
    * @param viewHost maps a host address to an ArrayBuffer (sys/mman's `viewHostMemory`); needed
    *   only for "host" regions, passed in so this module stays free of FFI.
    */
-  constructor(descriptors: readonly RegionDescriptor[], viewHost?: (address: bigint, size: number) => ArrayBuffer) {
+  constructor(
+    descriptors: readonly RegionDescriptor[],
+    viewHost?: (address: bigint, size: number) => ArrayBuffer,
+  ) {
     this.descriptors = descriptors;
     this.regions = descriptors
       .map((d) => {
@@ -59,7 +62,11 @@ export class GuestMemory {
   /** Guest memory on SharedArrayBuffers, one per region ({base, size} pairs). */
   static shared(layout: readonly { base: number; size: number }[]): GuestMemory {
     return new GuestMemory(
-      layout.map((r) => ({ base: r.base, size: r.size, backing: { kind: "shared", buffer: new SharedArrayBuffer(r.size) } })),
+      layout.map((r) => ({
+        base: r.base,
+        size: r.size,
+        backing: { kind: "shared", buffer: new SharedArrayBuffer(r.size) },
+      })),
     );
   }
 
