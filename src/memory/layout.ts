@@ -51,6 +51,18 @@ export const KVM_TSS_START = 0xfffb_d000;
 export const COM1_PORT = 0x3f8;
 export const COM1_IRQ = 4;
 export const I8042_PORT = 0x60; // data; status/command at 0x64
+/** i8042 interrupt lines: keyboard output buffer full (IRQ1), AUX/mouse output buffer full (IRQ12). */
+export const I8042_KBD_IRQ = 1;
+export const I8042_AUX_IRQ = 12;
+/** 8259A PIC pair (command/data pairs) and the ELCR (edge/level control, 0x4d0 master, 0x4d1 slave). */
+export const PIC_MASTER_PORT = 0x20;
+export const PIC_SLAVE_PORT = 0xa0;
+export const ELCR_PORT = 0x4d0;
+/** 8254 PIT: counters 0-2 at +0..+2, control word at +3; counter 0 drives IRQ0. */
+export const PIT_PORT = 0x40;
+export const PIT_IRQ = 0;
+/** System control port B: PIT gate 2 / speaker enable (write b0-b1), OUT2 (read b5), refresh toggle (b4). */
+export const SYSTEM_CONTROL_PORT_B = 0x61;
 export const RTC_PORT = 0x70; // index; data at 0x71
 export const RTC_IRQ = 8;
 /**
