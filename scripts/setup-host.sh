@@ -15,6 +15,8 @@ packages=(
   iproute2 iptables  # container networking
   debootstrap e2fsprogs  # Debian root filesystems for containers and VMs
   libseccomp-dev     # seccomp tests compare against libseccomp's constants
+  attr               # container images: setfattr/getfattr for overlayfs opaque directories
+  busybox-static     # container images: the busybox base image (also fetched with apt-get download)
 )
 
 missing=()
