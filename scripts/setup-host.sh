@@ -16,7 +16,6 @@ packages=(
   debootstrap e2fsprogs  # Debian root filesystems for containers and VMs
   libseccomp-dev     # seccomp tests compare against libseccomp's constants
   attr               # container images: setfattr/getfattr for overlayfs opaque directories
-  busybox-static     # container images: the busybox base image (also fetched with apt-get download)
 )
 
 missing=()
