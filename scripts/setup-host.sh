@@ -10,6 +10,7 @@ packages=(
   qemu-system-x86    # bench: QEMU peers (microvm on KVM, TCG)
   cpio               # tests: cross-check Vessel's initramfs writer
   binutils           # objdump for test diagnostics
+  acpica-tools       # tests: iasl -d disassembles Vessel's ACPI tables (src/boot/acpi.ts)
   seabios            # bench/boot-soft: v86 BIOS images
   podman runc crun uidmap slirp4netns fuse-overlayfs   # OCI runtime: podman end to end, runc/crun peers
   iproute2 iptables  # container networking
