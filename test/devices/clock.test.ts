@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { HostClock, ManualClock } from "../../src/devices/clock.js";
+
+test("host clock starts near zero and is monotonic", () => {
+  const c = new HostClock();
+  const a = c.nowNs();
+  const b = c.nowNs();
+  assert.ok(a >= 0 && a < 1e9);
+  assert.ok(b >= a);
+});
+
+test("host clock stands still while paused", () => {
+  const c = new HostClock();
+  c.pause();
+  const a = c.nowNs();
+  const until = Date.now() + 5;
+  while (Date.now() < until) {}
+  assert.equal(c.nowNs(), a);
+  c.resume();
+  assert.ok(c.nowNs() >= a && c.nowNs() < a + 4e6);
+});
+
+test("manual clock moves only forward", () => {
+  const c = new ManualClock(10);
+  c.advance(5);
+  c.advance(-100);
+  c.set(3);
+  assert.equal(c.nowNs(), 15);
+  c.set(100);
+  assert.equal(c.nowNs(), 100);
+});
