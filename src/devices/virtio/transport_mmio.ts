@@ -335,6 +335,7 @@ export class MmioTransport implements Device, VirtioInterrupt {
     }
     const features = this.driverFeatures;
     const onBroken = (err: VirtioError) => this.needsReset(err);
+    const maxChainBytes = this.options.maxChainBytes ?? this.device.maxChainBytes;
     this.queues = this.regs.map(
       (r, index) =>
         new Virtqueue(
@@ -351,9 +352,7 @@ export class MmioTransport implements Device, VirtioInterrupt {
             indirect: (features & VIRTIO_RING_F_INDIRECT_DESC) !== 0n,
             eventIdx: (features & VIRTIO_RING_F_EVENT_IDX) !== 0n,
             onBroken,
-            ...(this.options.maxChainBytes === undefined
-              ? {}
-              : { maxChainBytes: this.options.maxChainBytes }),
+            ...(maxChainBytes === undefined ? {} : { maxChainBytes }),
           },
         ),
     );
