@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { PrivateApt, parseAptSources } from "../../src/guest/private_apt.js";
+
+test("Debian sources are read from deb822 and one-line files; other repositories are ignored", () => {
+  const sources = parseAptSources([
+    {
+      name: "debian.sources",
+      text: `Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+`,
+    },
+    {
+      name: "nodesource.sources",
+      text: "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\nComponents: main\n",
+    },
+    {
+      name: "sources.list",
+      text: "deb [arch=amd64 signed-by=/etc/k.gpg] http://mirror.example.org/debian/ trixie main contrib\n# deb http://x/debian sid main\ndeb https://packages.cloud.google.com/apt cloud-sdk main\n",
+    },
+  ]);
+  assert.deepEqual(sources, [
+    {
+      uri: "http://deb.debian.org/debian",
+      suite: "bookworm",
+      signedBy: "/usr/share/keyrings/debian-archive-keyring.gpg",
+    },
+    {
+      uri: "http://deb.debian.org/debian",
+      suite: "bookworm-updates",
+      signedBy: "/usr/share/keyrings/debian-archive-keyring.gpg",
+    },
+    { uri: "http://deb.debian.org/debian-security", suite: "bookworm-security" },
+    { uri: "http://mirror.example.org/debian/", suite: "trixie", signedBy: "/etc/k.gpg" },
+  ]);
+});
+
+test("the private apt options point every state directory into Vessel's cache", () => {
+  const apt = new PrivateApt("/cache/apt", "i386", [
+    { uri: "http://deb.debian.org/debian", suite: "bookworm" },
+  ]);
+  const opts = apt.options().filter((o) => o !== "-o");
+  for (const key of [
+    "Dir::State",
+    "Dir::State::status",
+    "Dir::Cache",
+    "Dir::Etc::SourceList",
+    "Dir::Etc::SourceParts",
+  ]) {
+    const o = opts.find((x) => x.startsWith(`${key}=`));
+    assert.ok(o?.startsWith(`${key}=/cache/apt/`), `${key}: ${o}`);
+  }
+  assert.ok(opts.includes("APT::Architecture=i386"));
+});
