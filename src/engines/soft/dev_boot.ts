@@ -1,0 +1,89 @@
+/**
+ * Developer harness (not part of the product): boots the cached default i386 guest on the soft
+ * CPU with the devices that exist, prints the serial console, and reports MIPS. Run after a build:
+ *   node dist/src/engines/soft/dev_boot.js [--max N] [--trace-from N]
+ */
+import { readFileSync } from "node:fs";
+import { guestRamRegions } from "../../boot/e820.js";
+import { loadLinux } from "../../boot/linux_loader.js";
+import { MmioBus } from "../../bus/mmio_bus.js";
+import { PortBus } from "../../bus/port_bus.js";
+import { HostClock } from "../../devices/clock.js";
+import { DebugExit } from "../../devices/debug_exit.js";
+import { Pic8259Pair } from "../../devices/pic8259.js";
+import { Uart16550 } from "../../devices/uart16550.js";
+import { cachedGuest, DEFAULT_CMDLINE } from "../../guest/default_guest.js";
+import { GuestMemory } from "../../memory/guest_memory.js";
+import { SoftCpu } from "./soft_cpu.js";
+
+const args = process.argv.slice(2);
+const max = Number(args[args.indexOf("--max") + 1] ?? "0") || 5e9;
+const extra = args.includes("--cmdline") ? args[args.indexOf("--cmdline") + 1]! : "";
+const guest = cachedGuest("i386");
+if (guest === undefined) throw new Error("no cached i386 guest: node bin/vessel.js guest build --arch i386");
+const memSize = 256 * 1024 * 1024;
+const memory = GuestMemory.shared(guestRamRegions(memSize));
+const entry = loadLinux(memory, {
+  kernel: readFileSync(guest.kernel),
+  initrd: readFileSync(guest.initrd),
+  cmdline: `${DEFAULT_CMDLINE.i386} ${extra}`,
+  memSize,
+  cpus: 1,
+  virtioDevices: [],
+  arch: "i386",
+  acpi: false,
+});
+const ports = new PortBus();
+const mmio = new MmioBus();
+const clock = new HostClock();
+const pic = new Pic8259Pair();
+ports.register(0x20, 2, pic.master);
+ports.register(0xa0, 2, pic.slave);
+const uart = new Uart16550(pic.line(4), (b) =>
+  process.stdout.write(typeof b === "number" ? String.fromCharCode(b) : b),
+);
+ports.register(0x3f8, 8, uart);
+let exitStatus: number | undefined;
+ports.register(
+  0xf4,
+  2,
+  new DebugExit(clock, (s) => {
+    exitStatus = s;
+  }),
+);
+const cpu = new SoftCpu({ memory, ports, mmio, interrupts: pic, clock, tscHz: 1e9, apic: false });
+cpu.loadEntryState(entry);
+const t0 = performance.now();
+let last = t0;
+let lastInsns = 0;
+for (;;) {
+  const stop = cpu.run(1_000_000);
+  const now = performance.now();
+  if (now - last > 5000) {
+    const n = cpu.cpu.instructions;
+    process.stderr.write(
+      `[${((now - t0) / 1000).toFixed(1)} s] ${((n - lastInsns) / (now - last) / 1000).toFixed(1)} MIPS eip=${(cpu.cpu.eip >>> 0).toString(16)}\n`,
+    );
+    last = now;
+    lastInsns = n;
+  }
+  if (exitStatus !== undefined) {
+    process.stderr.write(`guest exit status ${exitStatus}\n`);
+    break;
+  }
+  if (stop.kind === "budget" || stop.kind === "halted") {
+    if (cpu.cpu.instructions >= max) {
+      process.stderr.write(`instruction limit\n${cpu.dumpState()}\n`);
+      break;
+    }
+    continue;
+  }
+  process.stderr.write(
+    `\nstop: ${stop.kind} ${"reason" in stop ? stop.reason : ""}\n${"report" in stop ? stop.report : ""}\n`,
+  );
+  break;
+}
+const secs = (performance.now() - t0) / 1000;
+process.stderr.write(
+  `${cpu.cpu.instructions} instructions in ${secs.toFixed(2)} s = ${(cpu.cpu.instructions / secs / 1e6).toFixed(1)} MIPS\nexceptions ${JSON.stringify(cpu.stats.exceptionsByVector)}\n`,
+);

@@ -1,0 +1,77 @@
+/**
+ * A decoded instruction: the compact record the decoder produces once per physical address and
+ * the interpreter (or a future binary translator) consumes. Decoding and execution are separate:
+ * nothing here executes.
+ */
+import type { Cpu } from "./cpu.js";
+
+export type Handler = (c: Cpu, i: Insn) => void;
+
+export class Insn {
+  /** Executes the instruction (chosen by the decoder from the opcode table). */
+  handler: Handler;
+  /** Mnemonic from the opcode table, for traces and reports. */
+  name = "";
+  /** Length in bytes; the run loop advances EIP by it before calling the handler. */
+  len = 0;
+  /** Opcode: one-byte 0x00-0xff, two-byte 0x0f00-0x0fff. */
+  opcode = 0;
+  modrm = 0;
+  /** ModRM.reg (register operand or group extension). */
+  reg = 0;
+  /** ModRM.rm when the operand is a register. */
+  rm = 0;
+  isMem = false;
+  /** Effective address: base register (-1 none) + (index register (-1 none) << scale) + disp. */
+  base = -1;
+  index = -1;
+  scale = 0;
+  disp = 0;
+  /** Segment of the memory operand (default or override), a Seg index. */
+  seg = 3;
+  /** Whether a segment override prefix was present (string instructions use it for DS:ESI). */
+  segOverride = false;
+  /** Operand size in bytes (1, 2 or 4). */
+  size = 4;
+  addr32 = true;
+  imm = 0;
+  imm2 = 0;
+  /** 0 = none, 1 = REP/REPE (F3), 2 = REPNE (F2). */
+  rep = 0;
+  /** CS.D at decode time: the record is valid only for the same code-segment size. */
+  cs32 = true;
+  /** Ends a basic block (branches, mode changes): for a translator. */
+  blockEnd = false;
+
+  constructor(handler: Handler) {
+    this.handler = handler;
+  }
+}
+
+/** Linear address of the memory operand (SDM vol. 1 ch. 3.7.5). Segment limits are not checked. */
+export function lin(c: Cpu, i: Insn): number {
+  let a = i.disp;
+  if (i.base >= 0) a += c.regs[i.base]!;
+  if (i.index >= 0) a += c.regs[i.index]! << i.scale;
+  if (!i.addr32) a &= 0xffff;
+  return (c.segBase[i.seg]! + a) | 0;
+}
+
+/** Offset (effective address without segment base), for LEA. */
+export function offset(c: Cpu, i: Insn): number {
+  let a = i.disp;
+  if (i.base >= 0) a += c.regs[i.base]!;
+  if (i.index >= 0) a += c.regs[i.index]! << i.scale;
+  return i.addr32 ? a | 0 : a & 0xffff;
+}
+
+/** Reads the r/m operand of size `i.size` (or `size`). */
+export function readRm(c: Cpu, i: Insn, size: number): number {
+  if (!i.isMem) return c.getReg(size, i.rm);
+  return c.read(lin(c, i), size);
+}
+
+export function writeRm(c: Cpu, i: Insn, size: number, v: number): void {
+  if (!i.isMem) c.setReg(size, i.rm, v);
+  else c.write(lin(c, i), size, v);
+}
