@@ -156,3 +156,21 @@ export function eventfdRead(fd: number): bigint {
   read(fd, buf);
   return new DataView(buf.buffer).getBigUint64(0, true);
 }
+
+/**
+ * The signal that kicks a vCPU thread out of KVM_RUN (KVM returns EINTR when a signal is pending;
+ * api.rst 4.10 and `immediate_exit`). SIGUSR2 = 12 on x86-64 Linux.
+ */
+export const KICK_SIGNAL = 12;
+let kickHandlerInstalled = false;
+
+/**
+ * Gives KICK_SIGNAL a no-op handler so that delivering it interrupts a blocking call instead of
+ * killing the process. Node installs signal handlers only from the main thread, so the main thread
+ * of every VMM process calls this before any vCPU runs.
+ */
+export function installKickHandler(): void {
+  if (kickHandlerInstalled) return;
+  process.on("SIGUSR2", () => {});
+  kickHandlerInstalled = true;
+}

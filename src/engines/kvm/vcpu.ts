@@ -23,6 +23,8 @@ import {
   KVM_GET_REGS,
   KVM_GET_SREGS,
   KVM_LAPIC_STATE_SIZE,
+  KVM_MP_STATE_RUNNABLE,
+  KVM_MP_STATE_UNINITIALIZED,
   KVM_REGS_SIZE,
   KVM_SET_CPUID2,
   KVM_SET_FPU,
@@ -53,6 +55,7 @@ import {
 } from "../../sys/kvm_abi.js";
 import { ioctlPtr } from "../../sys/libc.js";
 import { mapShared, unmap, viewHostMemory } from "../../sys/mman.js";
+import { vcpuCpuid } from "./cpuid.js";
 import { KvmError } from "./kvm_error.js";
 
 /**
@@ -270,7 +273,42 @@ export class KvmVcpu {
     return lines.join("\n");
   }
 
+  /** Host address of the kvm_run mapping (published in the vCPU's VcpuLink for kicks). */
+  runAddressForLink(): bigint {
+    return this.runAddress;
+  }
+
   close(): void {
     unmap(this.runAddress, this.runSize);
+  }
+}
+
+/** What every vCPU of a machine is given before it first runs. */
+export interface VcpuConfig {
+  /** KVM_GET_SUPPORTED_CPUID of the host (cpuid.ts derives each vCPU's view). */
+  supportedCpuid: readonly CpuidEntry[];
+  cpuCount: number;
+  /** The boot CPU's entry state; secondary CPUs have none (they wait for INIT/SIPI). */
+  entry?: EntryState;
+  /** True when the VM has an in-kernel irqchip (LAPIC LINTs and MP state are set then). */
+  irqchip: boolean;
+}
+
+/**
+ * Configures a vCPU in the thread that will run it: CPUID (hypervisor bit, APIC id, topology),
+ * boot MSRs, FPU, LAPIC LINT0=ExtINT/LINT1=NMI, and either the entry state (boot CPU, RUNNABLE)
+ * or MP state UNINITIALIZED (secondary: KVM_RUN blocks until the guest sends INIT and SIPI
+ * through its LAPIC; the CPU then starts in real mode at vector * 0x1000, api.rst 4.38).
+ */
+export function configureVcpu(vcpu: KvmVcpu, config: VcpuConfig): void {
+  vcpu.setCpuid(vcpuCpuid(config.supportedCpuid, vcpu.id, config.cpuCount));
+  vcpu.setBootMsrs();
+  vcpu.setBootFpu();
+  if (config.irqchip) vcpu.setLapicLints();
+  if (config.entry !== undefined) {
+    vcpu.loadEntryState(config.entry);
+    if (config.irqchip) vcpu.setMpState(KVM_MP_STATE_RUNNABLE);
+  } else if (config.irqchip) {
+    vcpu.setMpState(KVM_MP_STATE_UNINITIALIZED);
   }
 }
