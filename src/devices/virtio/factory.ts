@@ -1,0 +1,138 @@
+/**
+ * Builds virtio-mmio devices from a description, for the machine assembly (vm/): each spec
+ * becomes a VirtioDevice behind an MmioTransport, a bus Device for the MMIO window of slot i:
+ *
+ *   window  VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE bytes
+ *   line    GSI VIRTIO_IRQ_BASE + i, level-triggered, active high
+ *
+ * announced to Linux by the ACPI DSDT as LNRO0005 devices (boot/), or on the command line with
+ * `virtioMmioCmdlineArg(i)` when there is no ACPI.
+ */
+import type { IrqLine } from "../../bus/device.js";
+import type { MmioBus } from "../../bus/mmio_bus.js";
+import {
+  VIRTIO_IRQ_BASE,
+  VIRTIO_MAX_DEVICES,
+  VIRTIO_MMIO_SIZE,
+  VIRTIO_MMIO_START,
+} from "../../memory/layout.js";
+import type { GuestMemory } from "../../memory/guest_memory.js";
+import { attachTapToBridge, configureTapAddress, Tap } from "../../sys/tap.js";
+import { BlkDevice } from "./blk/device.js";
+import { ConsoleDevice } from "./console/device.js";
+import { NetDevice } from "./net/device.js";
+import { RngDevice } from "./rng/device.js";
+import { MmioTransport } from "./transport_mmio.js";
+import { type VirtioDevice, VirtioError } from "./virtio_device.js";
+import { VsockDevice } from "./vsock/device.js";
+
+export type VirtioDeviceSpec =
+  /** A raw disk image; `serial` is the GET_ID answer. */
+  | { kind: "blk"; path: string; readOnly?: boolean; serial?: string }
+  /**
+   * A TAP interface (created if missing; a name like "vessel%d" lets the kernel number it), the
+   * guest's MAC, and optionally the host side: an address for the TAP ("10.0.2.1/24") or a
+   * bridge to attach it to.
+   */
+  | { kind: "net"; tap: string; mac?: string; hostAddress?: string; bridge?: string }
+  | { kind: "rng" }
+  /** hvc0; `onOutput` receives what the guest writes (settable later on the ConsoleDevice). */
+  | { kind: "console"; onOutput?: (bytes: Uint8Array) => void }
+  /** Guest CID (3 or more) and the host Unix socket path (Firecracker's uds_path). */
+  | { kind: "vsock"; cid: number; udsPath: string };
+
+export interface VirtioContext {
+  memory: GuestMemory;
+  /** The device's interrupt line (GSI VIRTIO_IRQ_BASE + slot), level-triggered. */
+  irq: IrqLine;
+}
+
+/** Builds the device model of a spec (host resources opened: image, TAP, listening socket). */
+export function createVirtioModel(spec: VirtioDeviceSpec, memory: GuestMemory): VirtioDevice {
+  switch (spec.kind) {
+    case "blk":
+      return new BlkDevice(memory, {
+        path: spec.path,
+        ...(spec.readOnly === undefined ? {} : { readOnly: spec.readOnly }),
+        ...(spec.serial === undefined ? {} : { serial: spec.serial }),
+      });
+    case "net": {
+      const tap = Tap.open(spec.tap);
+      try {
+        if (spec.hostAddress !== undefined) configureTapAddress(tap.name, spec.hostAddress);
+        if (spec.bridge !== undefined) attachTapToBridge(tap.name, spec.bridge);
+        return new NetDevice(memory, { tap, ...(spec.mac === undefined ? {} : { mac: spec.mac }) });
+      } catch (err) {
+        tap.close();
+        throw err;
+      }
+    }
+    case "rng":
+      return new RngDevice(memory);
+    case "console":
+      return new ConsoleDevice(memory, spec.onOutput === undefined ? {} : { onOutput: spec.onOutput });
+    case "vsock":
+      return new VsockDevice(memory, { cid: spec.cid, udsPath: spec.udsPath });
+  }
+}
+
+/** A virtio device behind its virtio-mmio transport: the `Device` to register on the MmioBus. */
+export function createVirtioDevice(spec: VirtioDeviceSpec, ctx: VirtioContext): MmioTransport {
+  return new MmioTransport(createVirtioModel(spec, ctx.memory), ctx.memory, ctx.irq);
+}
+
+/** Where slot `i` lives: its MMIO window and its GSI. */
+export function virtioMmioSlot(i: number): { base: number; size: number; gsi: number } {
+  if (!Number.isInteger(i) || i < 0 || i >= VIRTIO_MAX_DEVICES) {
+    throw new VirtioError(
+      "VIRTIO_SLOT",
+      `virtio-mmio slot ${i} does not exist: at most ${VIRTIO_MAX_DEVICES} devices`,
+      {
+        slot: i,
+      },
+    );
+  }
+  return { base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_IRQ_BASE + i };
+}
+
+/**
+ * The kernel parameter announcing slot `i` without ACPI (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES):
+ * `virtio_mmio.device=4K@0xd0000000:5`.
+ */
+export function virtioMmioCmdlineArg(i: number): string {
+  const s = virtioMmioSlot(i);
+  return `virtio_mmio.device=${s.size / 1024}K@0x${s.base.toString(16)}:${s.gsi}`;
+}
+
+/**
+ * Creates every device of `specs` in slot order and registers it on the bus. On failure the
+ * devices already created are closed (no TAP or socket left behind). Returns the transports, in
+ * slot order: the caller closes them (`transport.close()`) when the machine stops.
+ */
+export function attachVirtioDevices(
+  specs: readonly VirtioDeviceSpec[],
+  ctx: { memory: GuestMemory; mmio: MmioBus; irqLine: (gsi: number) => IrqLine },
+): MmioTransport[] {
+  if (specs.length > VIRTIO_MAX_DEVICES) {
+    throw new VirtioError(
+      "VIRTIO_TOO_MANY",
+      `${specs.length} virtio devices asked, at most ${VIRTIO_MAX_DEVICES}`,
+      {
+        count: specs.length,
+      },
+    );
+  }
+  const out: MmioTransport[] = [];
+  try {
+    specs.forEach((spec, i) => {
+      const slot = virtioMmioSlot(i);
+      const t = createVirtioDevice(spec, { memory: ctx.memory, irq: ctx.irqLine(slot.gsi) });
+      out.push(t);
+      ctx.mmio.register(slot.base, slot.size, t);
+    });
+  } catch (err) {
+    for (const t of out) t.close();
+    throw err;
+  }
+  return out;
+}
