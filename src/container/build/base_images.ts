@@ -46,7 +46,11 @@ export function aptDownload(pkg: string, dir: string): string {
   }
   const deb = readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
   if (r.status !== 0 || deb === undefined) {
-    throw new ImageError("BASE_IMAGE", `apt-get download ${pkg} failed: ${r.error?.message ?? r.stderr.trim()}`, { pkg });
+    throw new ImageError(
+      "BASE_IMAGE",
+      `apt-get download ${pkg} failed: ${r.error?.message ?? r.stderr.trim()}`,
+      { pkg },
+    );
   }
   return join(dir, deb);
 }
@@ -55,7 +59,11 @@ const PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/none
 const GROUP = "root:x:0:\nnogroup:x:65534:\n";
 
 /** Builds (or rebuilds) the busybox base image from Debian's busybox-static. */
-export async function buildBusyboxImage(store: ImageStore, name = "busybox:latest", progress?: Progress): Promise<ImageRecord> {
+export async function buildBusyboxImage(
+  store: ImageStore,
+  name = "busybox:latest",
+  progress?: Progress,
+): Promise<ImageRecord> {
   const cache = cacheDir();
   const tarball = join(cache, "busybox-rootfs.tar");
   if (!existsSync(tarball)) {
@@ -68,7 +76,20 @@ export async function buildBusyboxImage(store: ImageStore, name = "busybox:lates
       const x = join(work, "x");
       run("dpkg-deb", ["-x", deb, x], work, "dpkg-deb -x busybox-static");
       const root = join(work, "rootfs");
-      for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "var/www", "home"]) {
+      for (const d of [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "root",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "var/www",
+        "home",
+      ]) {
         mkdirSync(join(root, d), { recursive: true, mode: d === "tmp" ? 0o1777 : 0o755 });
       }
       renameSync(join(x, "bin", "busybox"), join(root, "bin", "busybox"));
@@ -116,10 +137,18 @@ export async function buildDebianImage(
     rmSync(work, { recursive: true, force: true });
     mkdirSync(work, { recursive: true });
     const mirror = opts.mirror ?? debianMirror();
-    const args = [`--variant=${variant}`, ...(include.length ? [`--include=${include.join(",")}`] : []), suite, work, mirror];
+    const args = [
+      `--variant=${variant}`,
+      ...(include.length ? [`--include=${include.join(",")}`] : []),
+      suite,
+      work,
+      mirror,
+    ];
     progress?.(`debootstrap ${args.join(" ")} (a few minutes; cached afterwards in ${tarball})`);
     const started = Date.now();
-    const child = (await import("node:child_process")).spawn("debootstrap", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = (await import("node:child_process")).spawn("debootstrap", args, {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let tail = "";
     const onData = (b: Buffer) => {
       const text = b.toString();
@@ -150,7 +179,10 @@ export async function buildDebianImage(
 function debianMirror(): string {
   const r = spawnSync(
     "sh",
-    ["-c", "cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null"],
+    [
+      "-c",
+      "cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null",
+    ],
     {
       encoding: "utf8",
     },

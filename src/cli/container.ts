@@ -1,0 +1,338 @@
+import { UsageError } from "../errors.js";
+import { shortId } from "../container/image/digest.js";
+import { formatLine, readLog, readLogFrom } from "../container/manager/log.js";
+import { Manager } from "../container/manager/manager.js";
+import { parseNetwork } from "../container/manager/options.js";
+import { pidAlive } from "../container/manager/state.js";
+import { ago, bool, type FlagSpec, humanSize, list, parseDockerArgs, str, table } from "./docker_args.js";
+
+/**
+ * `vessel container <verb>`: docker's container verbs over src/container/manager/.
+ * run, ps, logs, exec, stop, kill, rm, inspect, stats, prune.
+ */
+
+const RUN_FLAGS: Record<string, FlagSpec> = {
+  detach: { short: "d" },
+  interactive: { short: "i" },
+  tty: { short: "t" },
+  rm: {},
+  name: { value: true },
+  env: { short: "e", value: true, multi: true },
+  "env-file": { value: true, multi: true },
+  volume: { short: "v", value: true, multi: true },
+  publish: { short: "p", value: true, multi: true },
+  memory: { short: "m", value: true },
+  cpus: { value: true },
+  "pids-limit": { value: true },
+  user: { short: "u", value: true },
+  "read-only": {},
+  network: { value: true },
+  net: { value: true },
+  restart: { value: true },
+  entrypoint: { value: true },
+  workdir: { short: "w", value: true },
+  hostname: { short: "h", value: true },
+  label: { short: "l", value: true, multi: true },
+};
+
+const USAGE = `usage: vessel container <command>
+
+  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V] [--env-file F] [-v SRC:DST[:ro]] [-p HOST:CTR]
+      [--memory 64m] [--cpus 0.5] [--pids-limit N] [--user U[:G]] [--read-only]
+      [--network bridge|host|none] [--restart no|on-failure[:N]|always] [-w DIR] [--entrypoint E]
+      IMAGE [CMD...]
+  ps [-a] [-q]              list containers
+  logs [-f] [--tail N] [-t] C
+  exec [-i] [-t] [-e K=V] [-u U] [-w DIR] C CMD...
+  stop [-t SECONDS] C...    SIGTERM (the image's stop signal), SIGKILL after the timeout
+  kill [-s SIGNAL] C...
+  rm [-f] C...
+  inspect C...
+  stats [--no-stream] [C...]
+  prune                     remove every stopped container
+`;
+
+export async function run(args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  const m = new Manager();
+  switch (verb) {
+    case "run":
+      return runVerb(m, rest);
+    case "ps":
+    case "ls":
+    case "list":
+      return ps(m, rest);
+    case "logs":
+      return logs(m, rest);
+    case "exec":
+      return execVerb(m, rest);
+    case "stop":
+      return stop(m, rest);
+    case "kill":
+      return kill(m, rest);
+    case "rm":
+    case "remove":
+      return rm(m, rest);
+    case "inspect":
+      return inspect(m, rest);
+    case "stats":
+      return stats(m, rest);
+    case "prune":
+      for (const id of await m.prune()) process.stdout.write(`${id}\n`);
+      return 0;
+    case undefined:
+    case "help":
+    case "--help":
+      process.stdout.write(USAGE);
+      return verb === undefined ? 2 : 0;
+    default:
+      throw new UsageError("BAD_VERB", `unknown container command "${verb}"\n${USAGE}`);
+  }
+}
+
+async function runVerb(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(args, RUN_FLAGS, true);
+  const [image, ...cmd] = p.positionals;
+  if (image === undefined) throw new UsageError("NO_IMAGE", `run needs an image\n${USAGE}`);
+  const net = str(p, "network") ?? str(p, "net");
+  const labels: Record<string, string> = {};
+  for (const l of list(p, "label")) {
+    const eq = l.indexOf("=");
+    labels[eq < 0 ? l : l.slice(0, eq)] = eq < 0 ? "" : l.slice(eq + 1);
+  }
+  const detach = bool(p, "detach");
+  const tty = bool(p, "tty");
+  if (detach && tty)
+    process.stderr.write(
+      "vessel: -t with -d: no terminal is kept for a detached container; its output goes to the log\n",
+    );
+  const opt = <K extends string>(k: K, v: string | undefined) => (v !== undefined ? { [k]: v } : {});
+  const cfg = m.create({
+    image,
+    args: cmd,
+    detach,
+    interactive: bool(p, "interactive"),
+    tty: tty && !detach,
+    autoRemove: bool(p, "rm"),
+    env: list(p, "env"),
+    envFiles: list(p, "env-file"),
+    volumes: list(p, "volume"),
+    ports: list(p, "publish"),
+    readOnly: bool(p, "read-only"),
+    network: parseNetwork(net ?? "bridge"),
+    labels,
+    ...opt("name", str(p, "name")),
+    ...opt("memory", str(p, "memory")),
+    ...opt("cpus", str(p, "cpus")),
+    ...opt("pidsLimit", str(p, "pids-limit")),
+    ...opt("user", str(p, "user")),
+    ...opt("restart", str(p, "restart")),
+    ...opt("entrypoint", str(p, "entrypoint")),
+    ...opt("workdir", str(p, "workdir")),
+    ...opt("hostname", str(p, "hostname")),
+  });
+  if (detach) {
+    try {
+      await m.startDetached(cfg.id);
+    } catch (err) {
+      if (cfg.autoRemove) await m.remove(cfg.id, true).catch(() => undefined);
+      throw err;
+    }
+    process.stdout.write(`${cfg.id}\n`);
+    return 0;
+  }
+  return m.runAttached(cfg.id);
+}
+
+function status(v: ReturnType<Manager["list"]>[number]): string {
+  const s = v.state;
+  if (s.status === "running") return `Up ${ago(s.startedAt).replace(/ ago$/, "")}`;
+  if (s.status === "exited") return `Exited (${s.exitCode ?? 0}) ${ago(s.finishedAt)}`;
+  return s.status[0]!.toUpperCase() + s.status.slice(1);
+}
+
+function ps(m: Manager, args: string[]): number {
+  const p = parseDockerArgs(args, { all: { short: "a" }, quiet: { short: "q" } }, false);
+  const views = m.list(bool(p, "all"));
+  if (bool(p, "quiet")) {
+    for (const v of views) process.stdout.write(`${shortId(v.config.id)}\n`);
+    return 0;
+  }
+  const rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]];
+  for (const v of views) {
+    const cmd = v.config.args.join(" ");
+    rows.push([
+      shortId(v.config.id),
+      v.config.image,
+      JSON.stringify(cmd.length > 20 ? `${cmd.slice(0, 19)}…` : cmd),
+      ago(v.config.created),
+      status(v),
+      v.config.ports.map((x) => `${x.hostIp}:${x.hostPort}->${x.containerPort}/tcp`).join(", "),
+      v.config.name,
+    ]);
+  }
+  process.stdout.write(table(rows));
+  return 0;
+}
+
+async function logs(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(
+    args,
+    { follow: { short: "f" }, tail: { short: "n", value: true }, timestamps: { short: "t" } },
+    false,
+  );
+  const ref = p.positionals[0];
+  if (ref === undefined) throw new UsageError("NO_CONTAINER", "logs needs a container");
+  const path = m.logPath(ref);
+  const tailText = str(p, "tail");
+  let tail: number | undefined;
+  if (tailText !== undefined && tailText !== "all") {
+    if (!/^\d+$/.test(tailText)) throw new UsageError("BAD_FLAG", `invalid --tail "${tailText}"`);
+    tail = Number(tailText);
+  }
+  const ts = bool(p, "timestamps");
+  const emit = (l: { log: string; stream: "stdout" | "stderr"; time: string }) =>
+    (l.stream === "stderr" ? process.stderr : process.stdout).write(formatLine(l, ts));
+  let { lines, offset } = readLog(path, tail);
+  lines.forEach(emit);
+  if (!bool(p, "follow")) return 0;
+  const id = m.view(ref).config.id;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 100));
+    ({ lines, offset } = readLogFrom(path, offset));
+    lines.forEach(emit);
+    let state: ReturnType<Manager["view"]>["state"];
+    try {
+      state = m.view(id).state;
+    } catch {
+      return 0; // removed
+    }
+    if (state.status !== "running" && !pidAlive(state.monitorPid)) {
+      ({ lines, offset } = readLogFrom(path, offset));
+      lines.forEach(emit);
+      return 0;
+    }
+  }
+}
+
+async function execVerb(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(
+    args,
+    {
+      interactive: { short: "i" },
+      tty: { short: "t" },
+      detach: { short: "d" },
+      env: { short: "e", value: true, multi: true },
+      user: { short: "u", value: true },
+      workdir: { short: "w", value: true },
+    },
+    true,
+  );
+  const [ref, ...cmd] = p.positionals;
+  if (ref === undefined) throw new UsageError("NO_CONTAINER", "exec needs a container and a command");
+  const interactive = bool(p, "interactive");
+  const tty = bool(p, "tty");
+  const child = m.exec(
+    ref,
+    cmd,
+    {
+      tty,
+      interactive,
+      env: list(p, "env"),
+      ...(str(p, "user") ? { user: str(p, "user")! } : {}),
+      ...(str(p, "workdir") ? { workdir: str(p, "workdir")! } : {}),
+    },
+    tty ? "inherit" : [interactive ? "inherit" : "ignore", "inherit", "inherit"],
+  );
+  if (bool(p, "detach")) {
+    child.unref();
+    return 0;
+  }
+  const ignore = () => undefined;
+  process.on("SIGINT", ignore);
+  try {
+    return await new Promise<number>((resolve) =>
+      child.on("close", (code, sig) => resolve(code ?? (sig ? 128 + 9 : 1))),
+    );
+  } finally {
+    process.off("SIGINT", ignore);
+  }
+}
+
+async function stop(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(args, { time: { short: "t", value: true } }, false);
+  if (p.positionals.length === 0) throw new UsageError("NO_CONTAINER", "stop needs at least one container");
+  const t = Number(str(p, "time") ?? 10);
+  for (const ref of p.positionals) {
+    await m.stop(ref, t);
+    process.stdout.write(`${ref}\n`);
+  }
+  return 0;
+}
+
+function kill(m: Manager, args: string[]): number {
+  const p = parseDockerArgs(args, { signal: { short: "s", value: true } }, false);
+  if (p.positionals.length === 0) throw new UsageError("NO_CONTAINER", "kill needs at least one container");
+  for (const ref of p.positionals) {
+    m.kill(ref, str(p, "signal") ?? "SIGKILL");
+    process.stdout.write(`${ref}\n`);
+  }
+  return 0;
+}
+
+async function rm(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(args, { force: { short: "f" }, volumes: { short: "v" } }, false);
+  if (p.positionals.length === 0) throw new UsageError("NO_CONTAINER", "rm needs at least one container");
+  let failed = 0;
+  for (const ref of p.positionals) {
+    try {
+      await m.remove(ref, bool(p, "force"));
+      process.stdout.write(`${ref}\n`);
+    } catch (err) {
+      if (p.positionals.length === 1) throw err;
+      process.stderr.write(`vessel container rm: ${(err as Error).message}\n`);
+      failed++;
+    }
+  }
+  return failed ? 1 : 0;
+}
+
+function inspect(m: Manager, args: string[]): number {
+  const p = parseDockerArgs(args, { format: { short: "f", value: true } }, false);
+  if (p.positionals.length === 0) throw new UsageError("NO_CONTAINER", "inspect needs a container");
+  const out = p.positionals.map((r) => m.inspect(r));
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  return 0;
+}
+
+async function stats(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(args, { "no-stream": {}, all: { short: "a" } }, false);
+  const refs = p.positionals.length ? p.positionals : m.list(false).map((v) => v.config.id);
+  const once = async () => {
+    const a = refs.map((r) => m.stats(r));
+    const t0 = process.hrtime.bigint();
+    await new Promise((r) => setTimeout(r, 500));
+    const b = refs.map((r) => m.stats(r));
+    const dt = Number(process.hrtime.bigint() - t0);
+    const rows = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"]];
+    b.forEach((s, i) => {
+      const cpu = ((s.cpuNs - a[i]!.cpuNs) / dt) * 100;
+      rows.push([
+        shortId(s.id),
+        s.name,
+        `${cpu.toFixed(2)}%`,
+        `${humanSize(s.memory)} / ${s.memoryLimit > 2 ** 62 ? "unlimited" : humanSize(s.memoryLimit)}`,
+        String(s.pids),
+      ]);
+    });
+    process.stdout.write(table(rows));
+  };
+  if (bool(p, "no-stream")) {
+    await once();
+    return 0;
+  }
+  for (;;) {
+    process.stdout.write("\x1b[2J\x1b[H");
+    await once();
+  }
+}

@@ -1,0 +1,297 @@
+import type { ChildProcess, StdioOptions } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Server } from "node:net";
+import { constants } from "node:os";
+import { join } from "node:path";
+import { ImageStore } from "../image/store.js";
+import { addPortRules, Ipam, removePortRules, setupNetns, teardownNetns } from "../network/bridge.js";
+import { ManagerError } from "./errors.js";
+import { LogWriter } from "./log.js";
+import { buildOciConfig, cgroupsPath } from "./oci_config.js";
+import { mountRootfs, removeCgroups, unmount } from "./rootfs.js";
+import { defaultDriver, type RuntimeDriver } from "./runtime_driver.js";
+import { bootId, type ContainerConfig, type ContainerStore, pidAlive } from "./state.js";
+
+/**
+ * The per-container monitor (the role of conmon): prepares the root filesystem, network and
+ * published ports, runs the container through the runtime's foreground `run`, holds its stdio
+ * and writes it to the log, records the exit code, applies the restart policy, and tears down
+ * when the container is done. It runs inside the CLI for an attached `run`, and as its own
+ * detached process (monitor_main.ts) for `run -d`, so a detached container outlives the CLI.
+ */
+
+export interface SuperviseOptions {
+  attached: boolean;
+  /** Called once the first start succeeded (the runtime wrote the init pid). */
+  onStarted?: (pid: number) => void;
+  driver?: RuntimeDriver;
+}
+
+interface Prepared {
+  bundle: string;
+  proxies: Server[];
+  ip?: string;
+}
+
+export function volumeDir(root: string, name: string): string {
+  return join(root, "volumes", name, "_data");
+}
+
+async function listen(server: Server, port: number, host: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+/** Binds the published ports (failing with PORT_IN_USE before anything runs) and proxies them. */
+async function startProxies(cfg: ContainerConfig, ip: string): Promise<Server[]> {
+  const servers: Server[] = [];
+  try {
+    for (const p of cfg.ports) {
+      const server = createServer((client) => {
+        const upstream = createConnection({ host: ip, port: p.containerPort });
+        client.pipe(upstream).pipe(client);
+        const close = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on("error", close);
+        upstream.on("error", close);
+      });
+      try {
+        await listen(server, p.hostPort, p.hostIp);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new ManagerError(
+          "PORT_IN_USE",
+          code === "EADDRINUSE"
+            ? `port ${p.hostIp}:${p.hostPort} is already in use; choose another host port with -p HOST:${p.containerPort}`
+            : `cannot publish port ${p.hostIp}:${p.hostPort}: ${(err as Error).message}`,
+          { port: p.hostPort },
+          err,
+        );
+      }
+      servers.push(server);
+    }
+  } catch (err) {
+    for (const s of servers) s.close();
+    throw err;
+  }
+  return servers;
+}
+
+export async function prepare(store: ContainerStore, cfg: ContainerConfig): Promise<Prepared> {
+  const root = store.root;
+  const images = new ImageStore(root);
+  const img = images.resolve(cfg.imageId);
+  const layers = await images.layerDirs(img);
+  const bundle = store.path(cfg.id, "bundle");
+  const rootfs = join(bundle, "rootfs");
+  mountRootfs(layers, store.path(cfg.id, "upper"), store.path(cfg.id, "work"), rootfs);
+  const etc = store.path(cfg.id, "etc");
+  mkdirSync(etc, { recursive: true });
+  let netnsPath: string | undefined;
+  let ip: string | undefined;
+  let proxies: Server[] = [];
+  if (cfg.network === "bridge") {
+    ip = new Ipam(root).allocate(cfg.id, (id) => existsSync(store.path(id, "container.json")));
+    store.updateState(cfg.id, { ip });
+    proxies = await startProxies(cfg, ip);
+    netnsPath = setupNetns(cfg.id, "bridge", ip);
+    addPortRules(cfg.id, ip, cfg.ports);
+  } else if (cfg.network === "none") {
+    netnsPath = setupNetns(cfg.id, "none");
+  }
+  const hostsFile = join(etc, "hosts");
+  writeFileSync(
+    hostsFile,
+    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip ? `${ip}\t${cfg.hostname}\n` : `127.0.1.1\t${cfg.hostname}\n`}`,
+  );
+  writeFileSync(join(etc, "hostname"), `${cfg.hostname}\n`);
+  try {
+    copyFileSync("/etc/resolv.conf", join(etc, "resolv.conf"));
+  } catch {
+    writeFileSync(join(etc, "resolv.conf"), "");
+  }
+  const volumeSources = cfg.volumes.map((v) => {
+    const src = v.named ? volumeDir(root, v.source) : v.source;
+    mkdirSync(src, { recursive: true });
+    return src;
+  });
+  const spec = buildOciConfig({
+    cfg,
+    rootfs,
+    ...(netnsPath !== undefined ? { netnsPath } : {}),
+    etcFiles: { hosts: hostsFile, hostname: join(etc, "hostname"), resolv: join(etc, "resolv.conf") },
+    volumeSources,
+  });
+  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
+  return { bundle, proxies, ...(ip ? { ip } : {}) };
+}
+
+/** Undoes prepare(): runtime state, overlay mount, network, ports, cgroups. Idempotent. */
+export function teardown(store: ContainerStore, id: string, driver?: RuntimeDriver): void {
+  try {
+    (driver ?? defaultDriver(store.root)).delete(id);
+  } catch {
+    // no runtime: nothing of it to delete
+  }
+  unmount(store.path(id, "bundle", "rootfs"));
+  removePortRules(id);
+  teardownNetns(id);
+  new Ipam(store.root).release(id);
+  removeCgroups(cgroupsPath(id));
+}
+
+function readRuntimeError(logFile: string): string | undefined {
+  if (!existsSync(logFile)) return undefined;
+  const msgs: string[] = [];
+  for (const line of readFileSync(logFile, "utf8").split("\n")) {
+    if (line === "") continue;
+    try {
+      const j = JSON.parse(line) as { level?: string; msg?: string };
+      if (j.level === "error" && j.msg) msgs.push(j.msg);
+    } catch {
+      msgs.push(line);
+    }
+  }
+  return msgs.length ? msgs.join("; ") : undefined;
+}
+
+async function waitForPid(child: ChildProcess, pidFile: string): Promise<number | undefined> {
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+  });
+  for (let i = 0; i < 6000; i++) {
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, "utf8").trim());
+      if (pid > 0) return pid;
+    }
+    if (exited || child.exitCode !== null) return undefined;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return undefined;
+}
+
+/** Runs the container until it is done (restarts included) and returns its last exit code. */
+export async function supervise(store: ContainerStore, id: string, opts: SuperviseOptions): Promise<number> {
+  const cfg = store.config(id);
+  const driver = opts.driver ?? defaultDriver(store.root);
+  let prepared: Prepared;
+  try {
+    prepared = await prepare(store, cfg);
+  } catch (err) {
+    teardown(store, id, driver);
+    store.updateState(id, {
+      status: "exited",
+      exitCode: 125,
+      error: (err as Error).message,
+      finishedAt: new Date().toISOString(),
+    });
+    throw err;
+  }
+  const log = new LogWriter(store.path(id, "log.json"));
+  const pidFile = store.path(id, "pid");
+  const runtimeLog = store.path(id, "runtime.log");
+  let started = false;
+  let exitCode = 0;
+  const forward = (sig: NodeJS.Signals) => {
+    store.updateState(id, { stopRequested: true });
+    driver.kill(id, sig);
+  };
+  if (opts.attached) {
+    process.on("SIGINT", forward);
+    process.on("SIGTERM", forward);
+    process.on("SIGHUP", forward);
+  } else {
+    process.on("SIGTERM", forward);
+  }
+  try {
+    for (;;) {
+      rmSync(pidFile, { force: true });
+      rmSync(runtimeLog, { force: true });
+      const stdio: StdioOptions =
+        opts.attached && cfg.tty
+          ? "inherit"
+          : [opts.attached && cfg.interactive ? "inherit" : "ignore", "pipe", "pipe"];
+      const child = driver.run(id, prepared.bundle, pidFile, stdio, runtimeLog);
+      child.stdout?.on("data", (b: Buffer) => {
+        log.write("stdout", b);
+        if (opts.attached) process.stdout.write(b);
+      });
+      child.stderr?.on("data", (b: Buffer) => {
+        log.write("stderr", b);
+        if (opts.attached) process.stderr.write(b);
+      });
+      const exited = new Promise<number>((resolve) => {
+        child.on("close", (code, signal) => resolve(code ?? (signal ? 128 + (osSignal(signal) ?? 0) : 255)));
+        child.on("error", () => resolve(127));
+      });
+      const pid = await waitForPid(child, pidFile);
+      if (pid !== undefined) {
+        store.updateState(id, {
+          status: "running",
+          pid,
+          monitorPid: process.pid,
+          startedAt: new Date().toISOString(),
+          bootId: bootId(),
+        });
+        if (!started) {
+          started = true;
+          opts.onStarted?.(pid);
+        }
+      }
+      exitCode = await exited;
+      log.flush();
+      const runtimeError =
+        pid === undefined
+          ? (readRuntimeError(runtimeLog) ?? `runtime exited with ${exitCode} before starting`)
+          : undefined;
+      const state = store.updateState(id, {
+        status: "exited",
+        exitCode,
+        finishedAt: new Date().toISOString(),
+        pid: undefined,
+        error: runtimeError,
+      });
+      if (!started)
+        throw new ManagerError("START_FAILED", `container failed to start: ${runtimeError}`, {
+          id,
+          exitCode,
+        });
+      const policy = cfg.restart;
+      const again =
+        !state.stopRequested &&
+        ((policy.name === "on-failure" && exitCode !== 0) || policy.name === "always") &&
+        (policy.maxRetries === 0 || state.restartCount < policy.maxRetries);
+      if (!again) break;
+      store.updateState(id, {
+        restartCount: state.restartCount + 1,
+        status: "running",
+        monitorPid: process.pid,
+      });
+      // docker's back-off: 100 ms doubling, capped here at 2 s so tests stay quick
+      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** state.restartCount, 2000)));
+    }
+  } finally {
+    log.close();
+    for (const s of prepared.proxies) s.close();
+    process.off("SIGINT", forward);
+    process.off("SIGTERM", forward);
+    process.off("SIGHUP", forward);
+    teardown(store, id, driver);
+    if (cfg.autoRemove) rmSync(store.path(id), { recursive: true, force: true });
+  }
+  return exitCode;
+}
+
+function osSignal(name: string): number | undefined {
+  return (constants.signals as Record<string, number>)[name];
+}
+
+export { pidAlive };
