@@ -159,6 +159,25 @@ function optional(dir: string, file: string, value: string | number): void {
   if (existsSync(p)) write(p, value);
 }
 
+/**
+ * Device rules every container gets after its own (runc's specconv AllowedDevices): mknod of
+ * anything, and rwm on the default nodes, the pty slaves (136:*), /dev/ptmx (5:2) and /dev/console.
+ * Without these a config that denies all (as `runc spec` writes) could not open its terminal.
+ */
+export const DEFAULT_DEVICE_RULES: NonNullable<Resources["devices"]> = [
+  { allow: true, type: "c", major: null, minor: null, access: "m" },
+  { allow: true, type: "b", major: null, minor: null, access: "m" },
+  { allow: true, type: "c", major: 1, minor: 3, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 8, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 7, access: "rwm" },
+  { allow: true, type: "c", major: 5, minor: 0, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 5, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 9, access: "rwm" },
+  { allow: true, type: "c", major: 5, minor: 1, access: "rwm" },
+  { allow: true, type: "c", major: 136, minor: null, access: "rwm" },
+  { allow: true, type: "c", major: 5, minor: 2, access: "rwm" },
+];
+
 function deviceRuleLine(d: NonNullable<Resources["devices"]>[number]): string {
   const n = (v: number | null | undefined) => (v === undefined || v === null || v < 0 ? "*" : String(v));
   const type = d.type && d.type !== "" ? d.type : "a";

@@ -17,6 +17,7 @@ import {
   cgroupManagerFor,
   cgroupManagerFromRecord,
   cgroupRelativePath,
+  DEFAULT_DEVICE_RULES,
   hostCgroupMounts,
 } from "./cgroups.js";
 import { ContainerError, notRunning } from "./errors.js";
@@ -144,7 +145,12 @@ export class Runtime {
       cgroup = cgroupManagerFor(cgroupRelativePath(spec.linux?.cgroupsPath, id, this.systemdCgroup), mounts);
       rec.cgroup = cgroup.record;
       cgroup.create();
-      cgroup.apply(spec.linux?.resources ?? {});
+      const resources = spec.linux?.resources ?? {};
+      cgroup.apply(
+        resources.devices
+          ? { ...resources, devices: [...resources.devices, ...DEFAULT_DEVICE_RULES] }
+          : resources,
+      );
       const hasRuntimeHooks =
         (spec.hooks?.prestart?.length ?? 0) + (spec.hooks?.createRuntime?.length ?? 0) > 0;
       const plan = buildCreatePlan({
