@@ -81,8 +81,11 @@ export function createVirtioDevice(spec: VirtioDeviceSpec, ctx: VirtioContext): 
   return new MmioTransport(createVirtioModel(spec, ctx.memory), ctx.memory, ctx.irq);
 }
 
-/** Where slot `i` lives: its MMIO window and its GSI. */
-export function virtioMmioSlot(i: number): { base: number; size: number; gsi: number } {
+/**
+ * Where slot `i` lives: its MMIO window and its GSI, in the shape boot/acpi.ts's buildDsdt takes
+ * (VirtioMmioSlot; level-triggered, the default there).
+ */
+export function virtioMmioSlot(i: number): { base: number; size: number; irq: number } {
   if (!Number.isInteger(i) || i < 0 || i >= VIRTIO_MAX_DEVICES) {
     throw new VirtioError(
       "VIRTIO_SLOT",
@@ -92,16 +95,17 @@ export function virtioMmioSlot(i: number): { base: number; size: number; gsi: nu
       },
     );
   }
-  return { base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_IRQ_BASE + i };
+  return { base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, irq: VIRTIO_IRQ_BASE + i };
 }
 
 /**
- * The kernel parameter announcing slot `i` without ACPI (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES):
- * `virtio_mmio.device=4K@0xd0000000:5`.
+ * The kernel parameter announcing slot `i` without ACPI: `virtio_mmio.device=4K@0xd0000000:5`.
+ * Only for kernels built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES; Debian's are not (6.1.0-50-686
+ * and -cloud-amd64 configs), so the default guest finds its devices through the ACPI DSDT.
  */
 export function virtioMmioCmdlineArg(i: number): string {
   const s = virtioMmioSlot(i);
-  return `virtio_mmio.device=${s.size / 1024}K@0x${s.base.toString(16)}:${s.gsi}`;
+  return `virtio_mmio.device=${s.size / 1024}K@0x${s.base.toString(16)}:${s.irq}`;
 }
 
 /**
@@ -126,7 +130,7 @@ export function attachVirtioDevices(
   try {
     specs.forEach((spec, i) => {
       const slot = virtioMmioSlot(i);
-      const t = createVirtioDevice(spec, { memory: ctx.memory, irq: ctx.irqLine(slot.gsi) });
+      const t = createVirtioDevice(spec, { memory: ctx.memory, irq: ctx.irqLine(slot.irq) });
       out.push(t);
       ctx.mmio.register(slot.base, slot.size, t);
     });

@@ -221,7 +221,7 @@ export class MmioTransport implements Device, VirtioInterrupt {
         this.writeQueueReady(value);
         return;
       case MmioReg.QueueNotify:
-        this.notify(value);
+        this.notifyQueue(value);
         return;
       case MmioReg.InterruptAck:
         this.interruptStatus &= ~value;
@@ -369,7 +369,12 @@ export class MmioTransport implements Device, VirtioInterrupt {
     }
   }
 
-  private notify(index: number): void {
+  /**
+   * A queue notification: what a write of `index` to QueueNotify does. Public for the KVM engine's
+   * ioeventfd path (KVM_IOEVENTFD on window + 0x50 with datamatch = index), which signals the
+   * machine worker without an MMIO exit; it calls this when the eventfd fires.
+   */
+  notifyQueue(index: number): void {
     this.stats.notifies++;
     if (!this.activated || (this.status & STATUS_DEVICE_NEEDS_RESET) !== 0) {
       if (!this.activated) this.guestError(`QueueNotify(${index}) before DRIVER_OK`);
