@@ -29,7 +29,7 @@ test("virtio factory places slot i at VIRTIO_MMIO_START + i*4K with GSI VIRTIO_I
   assert.deepEqual(virtioMmioSlot(2), {
     base: VIRTIO_MMIO_START + 0x2000,
     size: 0x1000,
-    gsi: VIRTIO_IRQ_BASE + 2,
+    irq: VIRTIO_IRQ_BASE + 2,
   });
   assert.equal(virtioMmioCmdlineArg(0), `virtio_mmio.device=4K@0xd0000000:${VIRTIO_IRQ_BASE}`);
   assert.throws(() => virtioMmioSlot(99), /slot 99 does not exist/);
