@@ -11,6 +11,8 @@ import { PortBus } from "../../bus/port_bus.js";
 import { HostClock } from "../../devices/clock.js";
 import { DebugExit } from "../../devices/debug_exit.js";
 import { Pic8259Pair } from "../../devices/pic8259.js";
+import { Pit8254 } from "../../devices/pit8254.js";
+import { CmosRtc } from "../../devices/rtc.js";
 import { Uart16550 } from "../../devices/uart16550.js";
 import { cachedGuest, DEFAULT_CMDLINE } from "../../guest/default_guest.js";
 import { GuestMemory } from "../../memory/guest_memory.js";
@@ -43,6 +45,10 @@ const uart = new Uart16550(pic.line(4), (b) =>
   process.stdout.write(typeof b === "number" ? String.fromCharCode(b) : b),
 );
 ports.register(0x3f8, 8, uart);
+const pit = new Pit8254(clock, pic.line(0));
+ports.register(0x40, 4, pit);
+ports.register(0x61, 1, pit.portB);
+ports.register(0x70, 2, new CmosRtc(pic.line(8), clock));
 let exitStatus: number | undefined;
 ports.register(
   0xf4,
@@ -51,7 +57,16 @@ ports.register(
     exitStatus = s;
   }),
 );
-const cpu = new SoftCpu({ memory, ports, mmio, interrupts: pic, clock, tscHz: 1e9, apic: false });
+const cpu = new SoftCpu({
+  memory,
+  ports,
+  mmio,
+  interrupts: pic,
+  clock,
+  tscHz: 1e9,
+  apic: false,
+  poll: () => pit.advance(),
+});
 cpu.loadEntryState(entry);
 const t0 = performance.now();
 let last = t0;
