@@ -1,0 +1,50 @@
+/**
+ * Random differential test: seeded random instruction sequences (random_program.ts) run on the
+ * software CPU and on the hardware through KVM; registers, EFLAGS (without the flags the SDM
+ * leaves undefined) and the data area must agree. Without KVM the programs still run on the
+ * software CPU and must end at the END marker.
+ *
+ * Reproduce one program: VESSEL_ORACLE_SEED=<seed> node scripts/test.mjs oracle/random
+ * More programs: VESSEL_ORACLE_COUNT=<n> (default 60, seeds 1..n).
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { caseInput, loadRunners, runCase, skipReason } from "./harness.js";
+import type { OracleCase } from "./cases.js";
+import { randomProgram } from "./random_program.js";
+
+const runners = await loadRunners();
+const skip = skipReason(runners);
+const one = process.env.VESSEL_ORACLE_SEED;
+const count = Number(process.env.VESSEL_ORACLE_COUNT ?? 60);
+const seeds = one !== undefined ? [Number(one)] : Array.from({ length: count }, (_, i) => i + 1);
+
+test(`random instruction sequences agree between runners (${seeds.length} programs)`, async (t) => {
+  if (skip) {
+    t.skip(skip);
+    return;
+  }
+  for (const [name, why] of Object.entries(runners.missing)) t.diagnostic(`${name} not run: ${why}`);
+  const failures: string[] = [];
+  for (const seed of seeds) {
+    const p = randomProgram(seed);
+    const c: OracleCase = {
+      name: `random seed ${seed}`,
+      asm: p.asm,
+      regs: p.regs,
+      eflags: p.eflags,
+      data: { 0: p.data },
+      undef: p.undefinedFlags,
+    };
+    caseInput(c);
+    const problems = await runCase(c, runners.available);
+    if (problems.length) {
+      failures.push(
+        `seed ${seed} (VESSEL_ORACLE_SEED=${seed} node scripts/test.mjs oracle/random):\n${problems.join("\n")}\n` +
+          `initial regs ${JSON.stringify(p.regs)} eflags 0x${p.eflags.toString(16)}\n${p.asm}`,
+      );
+      if (failures.length >= 3) break;
+    }
+  }
+  assert.deepEqual(failures, [], failures.join("\n\n"));
+});
