@@ -61,6 +61,8 @@ export interface VirtioDevice {
    * which its queues implement for every device.
    */
   readonly features: bigint;
+  /** Counters for statistics (requests, bytes, errors), Firecracker's per-device metrics. */
+  readonly metrics: Readonly<Record<string, number>>;
   /** Bound on the bytes of one descriptor chain of this device (default: queue.ts's). */
   readonly maxChainBytes?: number;
   /** Little-endian device configuration space (virtio 1.2 §4.2.2 "Config"), read at 0x100+. */

@@ -300,3 +300,38 @@ test("hostile: a device broken by a bad chain works again after a reset", () => 
   h.queue(0).add([{ writable: 8 }]);
   assert.equal(h.queue(0).takeUsed().length, 1);
 });
+
+/** Guest memory where every read of a descriptor's `next` field sees a new value (a vCPU rewriting the table). */
+class RewritingMemory extends GuestMemory {
+  table = -1;
+  entries = 0;
+  override readU16(addr: number): number {
+    const v = super.readU16(addr);
+    if (
+      this.table >= 0 &&
+      addr >= this.table &&
+      addr < this.table + 16 * this.entries &&
+      (addr - this.table) % 16 === 14
+    ) {
+      // Point at the next descriptor, forever: the chain never ends by itself.
+      this.writeU16(addr, (v + 1) % this.entries);
+    }
+    return v;
+  }
+}
+
+test("hostile: a descriptor table rewritten while the device walks it cannot make the walk endless", () => {
+  const memory = new RewritingMemory([
+    { base: 0, size: MEM_SIZE, backing: { kind: "shared", buffer: new SharedArrayBuffer(MEM_SIZE) } },
+  ]);
+  const h = rng({ memory });
+  h.init();
+  const q = h.queue(0);
+  for (let i = 0; i < q.size; i++) q.writeDesc(i, 0x100000, 8, W | N, (i + 1) % q.size);
+  memory.table = q.desc;
+  memory.entries = q.size;
+  q.publish(0);
+  q.kick();
+  assert.ok(broken(h));
+  assert.equal(q.usedIdx(), 0);
+});

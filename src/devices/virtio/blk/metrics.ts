@@ -1,5 +1,5 @@
 /** Counters of a virtio-blk device (Firecracker's block/metrics.rs), read by statistics. */
-export interface BlkMetrics {
+export type BlkMetrics = {
   reads: number;
   writes: number;
   readBytes: number;
@@ -14,7 +14,7 @@ export interface BlkMetrics {
   unsupported: number;
   /** Chains too malformed to carry a status byte (returned with length 0). */
   badRequests: number;
-}
+};
 
 export function createBlkMetrics(): BlkMetrics {
   return {

@@ -1,5 +1,5 @@
 /** Counters of a virtio-net device (Firecracker's net/metrics.rs), read by statistics. */
-export interface NetMetrics {
+export type NetMetrics = {
   /** Frames and payload bytes (without the virtio_net_hdr) guest to host. */
   txPackets: number;
   txBytes: number;
@@ -10,7 +10,7 @@ export interface NetMetrics {
   rxBytes: number;
   /** Frames dropped on receive: larger than the guest's buffer. */
   rxDropped: number;
-}
+};
 
 export function createNetMetrics(): NetMetrics {
   return { txPackets: 0, txBytes: 0, txDropped: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0 };

@@ -1,5 +1,5 @@
 /** Counters of a virtio-vsock device (Firecracker's vsock/metrics.rs), read by statistics. */
-export interface VsockMetrics {
+export type VsockMetrics = {
   /** Packets taken from the guest's tx queue / put in its rx queue. */
   txPackets: number;
   rxPackets: number;
@@ -13,7 +13,7 @@ export interface VsockMetrics {
   resets: number;
   /** Malformed packets and buffers dropped. */
   badPackets: number;
-}
+};
 
 export function createVsockMetrics(): VsockMetrics {
   return {
