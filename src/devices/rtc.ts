@@ -124,9 +124,10 @@ export class CmosRtc implements Device {
       next = this.periodicPhaseNs + k * period;
     }
     if (b & (B_UIE | B_AIE) && !(b & B_SET)) {
-      const seconds = this.guestTimeSeconds();
+      // The first second boundary not yet folded into register C (+1 ns against rounding).
+      const seconds = this.baseSeconds + (this.syncedNs - this.baseNs) / 1e9;
       const untilNext = (Math.floor(seconds) + 1 - seconds) * 1e9;
-      next = Math.min(next, this.clock.nowNs() + untilNext);
+      next = Math.min(next, this.syncedNs + Math.ceil(untilNext) + 1);
     }
     return next;
   }
