@@ -17,6 +17,7 @@ import { type IoHandler, newExitCounters, runVcpu, type VmEvent, exitCountsByNam
 import { DEFAULT_KVM_PATH, KvmSystem } from "./system.js";
 import { configureVcpu, KvmVcpu } from "./vcpu.js";
 import { LINK_EXITED, VcpuLink } from "./vcpu_link.js";
+import { Watchdog } from "./watchdog.js";
 import type { KvmVm } from "./vm.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu_worker.js";
 
@@ -228,17 +229,9 @@ export class KvmEngine {
     }
     this.bootLink.attach(vcpu.runAddressForLink());
 
-    let watchdog: Worker | undefined;
-    const cancel = new Int32Array(new SharedArrayBuffer(4));
-    if (opts.timeoutMs !== undefined) {
-      watchdog = new Worker(new URL("./watchdog_worker.js", import.meta.url), {
-        workerData: { link: this.bootLink.buffer, cancel: cancel.buffer, ms: opts.timeoutMs },
-      });
-      await new Promise((r) => {
-        watchdog!.once("message", r);
-        watchdog!.once("exit", r);
-      });
-    }
+    const watchdog = opts.timeoutMs === undefined ? undefined : await Watchdog.start(this.bootLink);
+    watchdog?.arm(opts.timeoutMs!);
+    let timedOut = false;
 
     const links = this.links;
     let secondaryExited = false;
@@ -256,12 +249,9 @@ export class KvmEngine {
       bootEvent = runVcpu(vcpu, io, counters, this.bootLink.control, { poll });
     } finally {
       this.bootLink.markExited();
-      Atomics.store(cancel, 0, Atomics.load(cancel, 0) === 2 ? 2 : 1);
-      Atomics.notify(cancel, 0);
+      timedOut = watchdog?.disarm() ?? false;
     }
-    const timedOut = Atomics.load(cancel, 0) === 2;
-    if (watchdog !== undefined)
-      await new Promise((r) => (watchdog.threadId === -1 ? r(0) : watchdog.once("exit", r)));
+    await watchdog?.stop();
     // Stop the secondaries; keep answering their mailboxes until each has left its loop.
     for (const l of links) l.stop();
     const results: VcpuWorkerMessage[] = [];
