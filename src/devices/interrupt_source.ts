@@ -16,3 +16,14 @@ export interface InterruptSource {
 export interface VirtualClock {
   nowNs(): number;
 }
+
+/**
+ * The NMI pin as a software CPU sees it (the local APIC's LINT1 or an NMI message). The CPU checks
+ * it between instructions regardless of EFLAGS.IF, and blocks further NMIs until IRET.
+ */
+export interface NmiSource {
+  /** True when an NMI is waiting. */
+  hasNmi(): boolean;
+  /** The CPU takes the NMI (vector 2). */
+  acknowledgeNmi(): void;
+}

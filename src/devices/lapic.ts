@@ -1,7 +1,7 @@
 import type { AccessSize, Device } from "../bus/device.js";
 import { APIC_START } from "../memory/layout.js";
 import { GuestFaultLog, hex } from "./guest_fault_log.js";
-import type { InterruptSource, VirtualClock } from "./interrupt_source.js";
+import type { InterruptSource, NmiSource, VirtualClock } from "./interrupt_source.js";
 
 /**
  * The local APIC timer counts at this "bus" frequency before the divider: 1 GHz, one tick per
@@ -60,7 +60,7 @@ export interface LocalApicOptions {
  *
  * One CPU: INIT and start-up IPIs to other CPUs are counted and ignored.
  */
-export class LocalApic implements Device, InterruptSource {
+export class LocalApic implements Device, InterruptSource, NmiSource {
   readonly name = "lapic";
   readonly faults = new GuestFaultLog("lapic");
   readonly stats = { delivered: 0, timerFired: 0, spurious: 0, nmis: 0, ipisIgnored: 0 };

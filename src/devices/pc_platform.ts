@@ -12,7 +12,7 @@ import {
   RTC_PORT,
   SYSTEM_CONTROL_PORT_B,
 } from "../memory/layout.js";
-import type { InterruptSource, VirtualClock } from "./interrupt_source.js";
+import type { InterruptSource, NmiSource, VirtualClock } from "./interrupt_source.js";
 import { IOAPIC_PINS, IoApic } from "./ioapic.js";
 import { LAPIC_BUS_HZ, LocalApic } from "./lapic.js";
 import { Pic8259Pair } from "./pic8259.js";
@@ -62,7 +62,7 @@ export interface PcPlatformOptions {
  *     `readMsr` / `writeMsr` (they return undefined / false for any other MSR).
  * Everything runs in the machine worker's thread; nothing here is thread-safe.
  */
-export class PcPlatform implements InterruptSource {
+export class PcPlatform implements InterruptSource, NmiSource {
   readonly clock: VirtualClock;
   readonly pic: Pic8259Pair;
   readonly pit: Pit8254;
