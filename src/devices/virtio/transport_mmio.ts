@@ -449,6 +449,16 @@ export class MmioTransport implements Device, VirtioInterrupt {
     this.faults.report(message);
   }
 
+  /** Services the device's host-side I/O (see VirtioDevice.poll); cheap when there is none. */
+  poll(): void {
+    if (this.activated) this.device.poll?.();
+  }
+
+  /** Host descriptors whose readiness means `poll()` has work (see VirtioDevice.waitFds). */
+  waitFds(): { fd: number; events: number }[] {
+    return this.activated ? (this.device.waitFds?.() ?? []) : [];
+  }
+
   /** Closes the device's host resources. */
   close(): void {
     this.device.close?.();

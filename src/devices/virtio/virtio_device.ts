@@ -77,6 +77,14 @@ export interface VirtioDevice {
   queueNotify(queueIndex: number): void;
   /** The driver wrote 0 to Status: drop in-flight state and host connections, back to pre-activation. */
   reset(): void;
+  /**
+   * Services host-side I/O without blocking (TAP frames, vsock sockets). The machine's run loop
+   * calls it regularly (after exits, from the soft CPU's poll hook, when a waiter thread saw one
+   * of `waitFds()` ready): the machine worker's event loop does not turn while the guest runs.
+   */
+  poll?(): void;
+  /** Host descriptors (and poll(2) events) whose readiness means `poll()` has work to do. */
+  waitFds?(): { fd: number; events: number }[];
   /** Closes host resources (files, sockets, TAP) for good: the machine is going away. */
   close?(): void;
 }

@@ -26,6 +26,7 @@ const GUEST_MAC = "52:54:00:12:34:56";
 /** A TAP stand-in: records frames written, serves frames pushed into `inbox`. */
 class FakeTap {
   readonly name = "fake0";
+  readonly fd = -1;
   written: Uint8Array[] = [];
   inbox: Uint8Array[] = [];
   offload = -1;
@@ -203,6 +204,28 @@ test("virtio-net over a real TAP: UDP from the guest reaches the host and back",
     assert.equal(payload, "hi guest");
   } finally {
     host.close();
+    dev.close();
+  }
+});
+
+test("virtio-net poll() moves frames synchronously, as the machine's run loop calls it", () => {
+  const { h, tap, dev } = fakeNet();
+  try {
+    h.queue(0).add([{ writable: 2048 }]);
+    tap.inbox.push(new Uint8Array(VIRTIO_NET_HDR_SIZE + 60).fill(3));
+    assert.deepEqual(
+      dev.waitFds().map((w) => w.events),
+      [1],
+    );
+    h.transport.poll();
+    assert.deepEqual(
+      h
+        .queue(0)
+        .takeUsed()
+        .map((u) => u.len),
+      [72],
+    );
+  } finally {
     dev.close();
   }
 });

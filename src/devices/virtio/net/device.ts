@@ -11,9 +11,11 @@
  * ~64 KiB when it accepted GUEST_TSO, MTU-sized ones otherwise). A frame that does not fit the
  * chain is dropped and counted.
  *
- * Receive runs from the machine worker's event loop: the TAP is polled off-thread, frames are
- * read while the guest has buffers; when it has none, one frame waits and polling stops until the
- * guest posts buffers (Firecracker's deferred frame).
+ * Receive: frames are read (non-blocking) while the guest has buffers; when it has none, one frame
+ * waits and the TAP is not read until the guest posts buffers (Firecracker's deferred frame). The
+ * reading happens in `poll()`, which the machine's run loop calls (the machine worker's event loop
+ * does not turn while the guest runs), and also from an off-thread poll(2) whose completion
+ * arrives through the event loop when it does turn.
  */
 import { randomFillSync } from "node:crypto";
 import type { GuestMemory } from "../../../memory/guest_memory.js";
@@ -188,6 +190,20 @@ export class NetDevice implements VirtioDevice {
     if (this.deferredLen === 0) this.pollTap();
   }
 
+  /** Services the TAP without blocking (the run loop's path; see VirtioDevice.poll). */
+  poll(): void {
+    if (this.active) this.pumpRx();
+  }
+
+  waitFds(): { fd: number; events: number }[] {
+    // While a frame waits for a guest buffer the TAP is not read: nothing to wait for.
+    return this.active && this.deferredLen === 0 ? [{ fd: this.tap.fd, events: 1 /* POLLIN */ }] : [];
+  }
+
+  /**
+   * Off-thread poll of the TAP, for when the machine worker's event loop turns (tests, a paused
+   * guest); the run loop's `poll()` does the same work synchronously.
+   */
   private pollTap(): void {
     if (this.polling || !this.active) return;
     this.polling = true;

@@ -3,7 +3,8 @@
  * queue 0 rx (host to guest packets, into buffers the guest posts), queue 1 tx (guest to host),
  * queue 2 event (TRANSPORT_RESET; never used here). The config space holds the guest's CID.
  * Connections live in the host backend (unix_backend.ts); this file moves packets between it and
- * the queues, bounding every header and payload the guest hands over.
+ * the queues, bounding every header and payload the guest hands over. Host sockets are serviced
+ * by `poll()`, which the machine's run loop calls (VirtioDevice.poll).
  */
 import type { GuestMemory } from "../../../memory/guest_memory.js";
 import { GuestFaultLog } from "../../guest_fault_log.js";
@@ -139,6 +140,14 @@ export class VsockDevice implements VirtioDevice {
       this.metrics.rxPackets++;
     }
     if (q.needsNotification()) this.interrupt?.signalUsedBuffer();
+  }
+
+  poll(): void {
+    this.backend.poll();
+  }
+
+  waitFds(): { fd: number; events: number }[] {
+    return this.backend.waitFds();
   }
 
   private bad(message: string): void {

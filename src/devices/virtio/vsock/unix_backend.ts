@@ -8,13 +8,26 @@
  * - guest to host: the guest connects to CID 2 port P; the backend connects to `<udsPath>_P`
  *   and answers OP_RESPONSE, or OP_RST if nobody listens there.
  *
- * Stream connections follow virtio 1.2 §5.10.6.3 credit flow control: we never send the guest more
- * than it advertised (buf_alloc - (rx_cnt - fwd_cnt)); we advertise VSOCK_BUF_ALLOC and count a
- * byte forwarded only once the host socket took it, so guest data buffered here is bounded.
- * Host data waiting for guest credit is bounded too (the host socket is paused above a limit).
+ * Sockets are raw non-blocking descriptors serviced by `poll()` (sys/unix_socket.ts), because the
+ * machine worker's event loop does not turn while the guest runs; `waitFds()` lists what a waiter
+ * thread should watch to wake the machine when the guest is idle.
+ *
+ * Stream connections follow virtio 1.2 §5.10.6.3 credit flow control: we read from a host socket
+ * only as much as the guest has room for (buf_alloc - (rx_cnt - fwd_cnt)), so host data waits in
+ * the host kernel, not here; we advertise VSOCK_BUF_ALLOC and count a guest byte forwarded only
+ * once the host socket took it, so guest data buffered here is bounded by VSOCK_BUF_ALLOC too.
  */
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { POLLERR, POLLHUP, POLLIN, POLLOUT, poll as pollFds } from "../../../sys/libc.js";
+import {
+  acceptUnix,
+  closeSocket,
+  connectUnix,
+  listenUnix,
+  recvSome,
+  sendSome,
+  shutdownWrite,
+} from "../../../sys/unix_socket.js";
 import { GuestFaultLog } from "../../guest_fault_log.js";
 import { VirtioError } from "../virtio_device.js";
 import type { VsockMetrics } from "./metrics.js";
@@ -28,20 +41,19 @@ import {
   type VsockPacket,
 } from "./packet.js";
 
-/** Receive buffer we advertise per connection (guest-to-host bytes in flight at most). */
+/** Receive buffer we advertise per connection: guest-to-host bytes held here at most. */
 export const VSOCK_BUF_ALLOC = 256 * 1024;
-/** Host-to-guest bytes buffered per connection before the host socket is paused. */
-export const VSOCK_MAX_PENDING = 256 * 1024;
-/** How long the guest has to answer a host CONNECT (Firecracker: 2 s). */
-export const VSOCK_CONNECT_TIMEOUT_MS = 2000;
+/** How long the guest has to answer a host CONNECT, and a closing connection to drain (Firecracker: 2 s). */
+export const VSOCK_TIMEOUT_MS = 2000;
 /** The `CONNECT <port>\n` line is at most this long. */
 const MAX_CONNECT_LINE = 32;
 /** First local port given to host-initiated connections (Firecracker starts at 1 << 30). */
 const FIRST_LOCAL_PORT = 1 << 30;
-/** Connections at most (each holds a host socket and bounded buffers). */
+/** Connections at most (each holds a host socket and bounded buffers), and half-open accepts. */
 export const VSOCK_MAX_CONNECTIONS = 1024;
+const MAX_PENDING_ACCEPTS = 64;
 
-type ConnState = "guest-connecting" | "host-connecting" | "established" | "closing";
+type ConnState = "guest-connecting" | "established" | "closing";
 
 interface Connection {
   /** Port on the host side (our src_port in packets to the guest). */
@@ -49,22 +61,35 @@ interface Connection {
   /** Port on the guest side. */
   peerPort: number;
   state: ConnState;
-  socket: Socket;
+  fd: number;
   /** Guest's receive buffer and how much of what we sent it has consumed (§5.10.6.3). */
   peerBufAlloc: number;
   peerFwdCnt: number;
   /** Bytes we sent the guest (u32 wrapping). */
   rxCnt: number;
-  /** Bytes of the guest's that the host socket accepted (u32 wrapping), and the value last told. */
+  /** Guest bytes the host socket accepted (u32 wrapping), and the value last told the guest. */
   fwdCnt: number;
   fwdCntSent: number;
-  /** Host bytes waiting for guest credit. */
-  pending: Uint8Array[];
-  pendingBytes: number;
-  paused: boolean;
-  /** The host closed its side: send SHUTDOWN once pending bytes are delivered. */
-  hostEnded: boolean;
-  timer: NodeJS.Timeout | undefined;
+  /** poll(2) said the host socket has data or end of stream. */
+  readable: boolean;
+  /** The host socket reached end of stream; SHUTDOWN(SEND) sent to the guest once. */
+  hostEof: boolean;
+  shutdownSent: boolean;
+  /** Guest bytes waiting for room in the host socket. */
+  out: Uint8Array[];
+  outBytes: number;
+  /** The guest will send no more: half-close the host socket once `out` is empty. */
+  guestDone: boolean;
+  /** Bytes that followed the CONNECT line, for the guest once connected. */
+  early: Uint8Array | undefined;
+  /** Date.now() deadline of a CONNECT awaiting the guest's answer, or of a closing drain. */
+  deadline: number | undefined;
+}
+
+interface PendingAccept {
+  fd: number;
+  line: Uint8Array;
+  deadline: number;
 }
 
 export interface UnixBackendOptions {
@@ -78,37 +103,27 @@ export interface UnixBackendOptions {
 export class VsockUnixBackend {
   private readonly conns = new Map<string, Connection>();
   private readonly control: VsockPacket[] = [];
-  private server: Server | undefined;
+  private readonly accepts: PendingAccept[] = [];
+  private listenFd: number;
   private nextLocalPort = FIRST_LOCAL_PORT;
   private readonly faults: GuestFaultLog;
-  /** Resolves once the listening socket is bound (rejects with a VirtioError if it cannot be). */
-  readonly listening: Promise<void>;
+  private readonly scratch = new Uint8Array(VSOCK_MAX_PKT_PAYLOAD);
 
   constructor(private readonly options: UnixBackendOptions) {
     this.faults = new GuestFaultLog(`virtio-vsock(${options.udsPath})`);
-    this.listening = this.listen();
-    this.listening.catch((err: Error) => this.faults.report(err.message));
-  }
-
-  private listen(): Promise<void> {
-    const path = this.options.udsPath;
+    const path = options.udsPath;
     // A socket file left by a previous run that died is removed; anything else is not ours.
     if (existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
-    const server = createServer((socket) => this.acceptHost(socket));
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", (err) =>
-        reject(
-          new VirtioError(
-            "VSOCK_LISTEN",
-            `cannot listen on ${JSON.stringify(path)}: ${err.message}`,
-            { path },
-            err,
-          ),
-        ),
+    try {
+      this.listenFd = listenUnix(path);
+    } catch (err) {
+      throw new VirtioError(
+        "VSOCK_LISTEN",
+        `cannot listen on vsock socket ${JSON.stringify(path)}: ${(err as Error).message}`,
+        { path },
+        err,
       );
-      server.listen(path, () => resolve());
-    });
+    }
   }
 
   private key(localPort: number, peerPort: number): string {
@@ -158,36 +173,141 @@ export class VsockUnixBackend {
     });
   }
 
-  // ---- host-initiated connections -------------------------------------------------------------
-
-  private acceptHost(socket: Socket): void {
-    let line = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      line = Buffer.concat([line, chunk]);
-      const nl = line.indexOf(0x0a);
-      if (nl < 0) {
-        if (line.length > MAX_CONNECT_LINE) socket.destroy();
-        return;
-      }
-      socket.off("data", onData);
-      socket.pause();
-      const m = /^CONNECT (\d{1,10})$/.exec(line.subarray(0, nl).toString("latin1"));
-      const port = m === null ? Number.NaN : Number(m[1]);
-      if (!Number.isInteger(port) || port > 0xffffffff || this.conns.size >= VSOCK_MAX_CONNECTIONS) {
-        socket.destroy();
-        return;
-      }
-      const c = this.addConnection(this.allocLocalPort(), port, "guest-connecting", socket);
-      const rest = line.subarray(nl + 1);
-      if (rest.length > 0) this.queueHostData(c, rest);
-      c.timer = setTimeout(() => {
-        if (c.state === "guest-connecting") this.kill(c, true);
-      }, VSOCK_CONNECT_TIMEOUT_MS);
-      this.options.metrics.hostConnections++;
-      this.sendControl(this.packet(c, VsockOp.Request));
+  private newConnection(localPort: number, peerPort: number, state: ConnState, fd: number): Connection {
+    const c: Connection = {
+      localPort,
+      peerPort,
+      state,
+      fd,
+      peerBufAlloc: 0,
+      peerFwdCnt: 0,
+      rxCnt: 0,
+      fwdCnt: 0,
+      fwdCntSent: 0,
+      readable: false,
+      hostEof: false,
+      shutdownSent: false,
+      out: [],
+      outBytes: 0,
+      guestDone: false,
+      early: undefined,
+      deadline: undefined,
     };
-    socket.on("data", onData);
-    socket.on("error", () => socket.destroy());
+    this.conns.set(this.key(localPort, peerPort), c);
+    return c;
+  }
+
+  /** Ends a connection: RST to the guest if asked, the host socket closed, state dropped. */
+  private kill(c: Connection, rst: boolean): void {
+    this.conns.delete(this.key(c.localPort, c.peerPort));
+    if (c.fd >= 0) closeSocket(c.fd);
+    c.fd = -1;
+    c.state = "closing";
+    if (rst) {
+      this.options.metrics.resets++;
+      this.sendControl(this.packet(c, VsockOp.Rst));
+    }
+  }
+
+  // ---- host side, serviced by polling ---------------------------------------------------------
+
+  /** Descriptors a waiter thread should watch to wake the machine (poll(2) events). */
+  waitFds(): { fd: number; events: number }[] {
+    const out = [{ fd: this.listenFd, events: POLLIN }];
+    for (const a of this.accepts) out.push({ fd: a.fd, events: POLLIN });
+    for (const c of this.conns.values()) {
+      let events = 0;
+      if (c.state === "established" && !c.readable && !c.hostEof && this.credit(c) > 0) events |= POLLIN;
+      if (c.outBytes > 0) events |= POLLOUT;
+      if (events !== 0) out.push({ fd: c.fd, events });
+    }
+    return out;
+  }
+
+  /**
+   * Services the host sockets without blocking: new connections, CONNECT lines, readiness of
+   * connected sockets, guest bytes waiting to be written, timeouts. Cheap when nothing happened
+   * (one poll(2) with a zero timeout).
+   */
+  poll(): void {
+    const fds = this.waitFds();
+    const revents = pollFds(fds, 0);
+    let wake = false;
+    const now = Date.now();
+    if ((revents[0] ?? 0) !== 0) this.acceptAll(now);
+    for (let i = 1; i < fds.length; i++) {
+      const r = revents[i] ?? 0;
+      if (r === 0) continue;
+      const fd = fds[i]!.fd;
+      const a = this.accepts.find((x) => x.fd === fd);
+      if (a !== undefined) {
+        this.readConnectLine(a);
+        continue;
+      }
+      const c = [...this.conns.values()].find((x) => x.fd === fd);
+      if (c === undefined) continue;
+      if ((r & POLLOUT) !== 0 || (r & (POLLERR | POLLHUP)) !== 0) this.flushOut(c);
+      if ((r & (POLLIN | POLLHUP | POLLERR)) !== 0 && c.state === "established") {
+        c.readable = true;
+        wake = true;
+      }
+    }
+    for (const a of [...this.accepts]) {
+      if (now > a.deadline) this.dropAccept(a);
+    }
+    for (const c of [...this.conns.values()]) {
+      if (c.deadline !== undefined && now > c.deadline) this.kill(c, true);
+    }
+    if (wake) this.options.onRxReady();
+  }
+
+  private acceptAll(now: number): void {
+    for (;;) {
+      const fd = acceptUnix(this.listenFd);
+      if (fd < 0) return;
+      if (this.accepts.length >= MAX_PENDING_ACCEPTS || this.conns.size >= VSOCK_MAX_CONNECTIONS) {
+        closeSocket(fd);
+        continue;
+      }
+      this.accepts.push({ fd, line: new Uint8Array(0), deadline: now + VSOCK_TIMEOUT_MS });
+    }
+  }
+
+  private dropAccept(a: PendingAccept): void {
+    this.accepts.splice(this.accepts.indexOf(a), 1);
+    closeSocket(a.fd);
+  }
+
+  /** Reads the `CONNECT <port>\n` line of an accepted host socket (bytes after it are kept). */
+  private readConnectLine(a: PendingAccept): void {
+    const buf = new Uint8Array(MAX_CONNECT_LINE + 1 - a.line.length);
+    const n = recvSome(a.fd, buf);
+    if (n < 0) return;
+    if (n === 0) {
+      this.dropAccept(a);
+      return;
+    }
+    const line = new Uint8Array(a.line.length + n);
+    line.set(a.line);
+    line.set(buf.subarray(0, n), a.line.length);
+    a.line = line;
+    const nl = line.indexOf(0x0a);
+    if (nl < 0) {
+      if (line.length > MAX_CONNECT_LINE) this.dropAccept(a);
+      return;
+    }
+    this.accepts.splice(this.accepts.indexOf(a), 1);
+    const m = /^CONNECT (\d{1,10})$/.exec(new TextDecoder().decode(line.subarray(0, nl)));
+    const port = m === null ? Number.NaN : Number(m[1]);
+    if (!Number.isInteger(port) || port > 0xffffffff) {
+      closeSocket(a.fd);
+      return;
+    }
+    const c = this.newConnection(this.allocLocalPort(), port, "guest-connecting", a.fd);
+    if (nl + 1 < line.length) c.early = line.slice(nl + 1);
+    c.deadline = Date.now() + VSOCK_TIMEOUT_MS;
+    this.options.metrics.hostConnections++;
+    this.sendControl(this.packet(c, VsockOp.Request));
   }
 
   private allocLocalPort(): number {
@@ -198,68 +318,38 @@ export class VsockUnixBackend {
     }
   }
 
-  private addConnection(localPort: number, peerPort: number, state: ConnState, socket: Socket): Connection {
-    const c: Connection = {
-      localPort,
-      peerPort,
-      state,
-      socket,
-      peerBufAlloc: 0,
-      peerFwdCnt: 0,
-      rxCnt: 0,
-      fwdCnt: 0,
-      fwdCntSent: 0,
-      pending: [],
-      pendingBytes: 0,
-      paused: true,
-      hostEnded: false,
-      timer: undefined,
-    };
-    this.conns.set(this.key(localPort, peerPort), c);
-    socket.on("data", (chunk: Buffer) => this.queueHostData(c, chunk));
-    socket.on("end", () => {
-      c.hostEnded = true;
-      this.options.onRxReady();
-    });
-    socket.on("close", () => {
-      if (this.conns.get(this.key(c.localPort, c.peerPort)) !== c) return;
-      if (c.state === "established") {
-        // Deliver what the host wrote before closing, then SHUTDOWN (nextRx), then RST.
-        c.hostEnded = true;
-        this.options.onRxReady();
-      } else if (c.state !== "closing") this.kill(c, true);
-    });
-    socket.on("error", () => {});
-    return c;
-  }
-
-  private queueHostData(c: Connection, chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    c.pending.push(chunk);
-    c.pendingBytes += chunk.length;
-    if (c.pendingBytes >= VSOCK_MAX_PENDING && !c.paused) {
-      c.paused = true;
-      c.socket.pause();
+  /** Writes waiting guest bytes to the host socket as far as it takes them. */
+  private flushOut(c: Connection): void {
+    try {
+      while (c.out.length > 0) {
+        const head = c.out[0]!;
+        const n = sendSome(c.fd, head);
+        if (n === 0) break;
+        c.outBytes -= n;
+        this.forwarded(c, n);
+        if (n === head.length) c.out.shift();
+        else c.out[0] = head.subarray(n);
+      }
+    } catch (err) {
+      // The host closed its socket (EPIPE, ECONNRESET): the stream is over for the guest too.
+      this.faults.report(`host socket of port ${c.localPort} failed: ${(err as Error).message}`);
+      this.kill(c, c.state !== "closing");
+      return;
     }
-    this.options.onRxReady();
-  }
-
-  private resume(c: Connection): void {
-    if (c.paused && c.state === "established" && c.pendingBytes < VSOCK_MAX_PENDING / 2) {
-      c.paused = false;
-      c.socket.resume();
+    if (c.outBytes === 0 && c.guestDone && c.fd >= 0) {
+      if (c.state === "closing") {
+        this.conns.delete(this.key(c.localPort, c.peerPort));
+        closeSocket(c.fd);
+        c.fd = -1;
+      } else shutdownWrite(c.fd);
     }
   }
 
-  /** Ends a connection: RST to the guest if asked, the host socket destroyed, state dropped. */
-  private kill(c: Connection, rst: boolean): void {
-    if (c.timer !== undefined) clearTimeout(c.timer);
-    this.conns.delete(this.key(c.localPort, c.peerPort));
-    c.state = "closing";
-    c.socket.destroy();
-    if (rst) {
-      this.options.metrics.resets++;
-      this.sendControl(this.packet(c, VsockOp.Rst));
+  private forwarded(c: Connection, n: number): void {
+    c.fwdCnt = (c.fwdCnt + n) >>> 0;
+    // Tell the guest about freed buffer space before it can run dry (§5.10.6.3).
+    if (c.state === "established" && (c.fwdCnt - c.fwdCntSent) >>> 0 >= VSOCK_BUF_ALLOC / 4) {
+      this.sendControl(this.packet(c, VsockOp.CreditUpdate));
     }
   }
 
@@ -279,8 +369,8 @@ export class VsockUnixBackend {
       return;
     }
     const c = this.conns.get(this.key(p.dstPort, p.srcPort));
-    if (c === undefined) {
-      if (p.op === VsockOp.Request) this.connectToHost(p);
+    if (c === undefined || c.state === "closing") {
+      if (c === undefined && p.op === VsockOp.Request) this.connectToHost(p);
       else if (p.op !== VsockOp.Rst) this.rstFor(p);
       return;
     }
@@ -292,19 +382,28 @@ export class VsockUnixBackend {
           this.kill(c, true);
           return;
         }
-        if (c.timer !== undefined) clearTimeout(c.timer);
         c.state = "established";
-        c.socket.write(`OK ${c.localPort}\n`);
-        this.resume(c);
+        c.deadline = undefined;
+        // Firecracker's acknowledgement to the host program; the socket is fresh, it takes 16 bytes.
+        try {
+          sendSome(c.fd, new TextEncoder().encode(`OK ${c.localPort}\n`));
+        } catch {
+          this.kill(c, true);
+          return;
+        }
+        c.readable = true; // data the host wrote after its CONNECT line may be waiting
         this.options.onRxReady();
         return;
       case VsockOp.Rw:
-        if (c.state !== "established") {
+        if (c.state !== "established" || c.outBytes + p.payload.length > VSOCK_BUF_ALLOC) {
+          // More than the credit we gave: the guest broke the protocol.
           this.kill(c, true);
           return;
         }
         this.options.metrics.txBytes += p.payload.length;
-        c.socket.write(p.payload, () => this.forwarded(c, p.payload.length));
+        c.out.push(p.payload);
+        c.outBytes += p.payload.length;
+        this.flushOut(c);
         return;
       case VsockOp.CreditUpdate:
         this.options.onRxReady();
@@ -314,19 +413,16 @@ export class VsockUnixBackend {
         return;
       case VsockOp.Shutdown: {
         const both = VSOCK_SHUTDOWN_SEND | VSOCK_SHUTDOWN_RCV;
+        if ((p.flags & VSOCK_SHUTDOWN_SEND) !== 0) c.guestDone = true;
         if ((p.flags & both) === both) {
-          // The guest closed and waits for our RST (virtio_transport_close). The host socket
-          // flushes what the guest wrote, then goes.
-          if (c.timer !== undefined) clearTimeout(c.timer);
-          this.conns.delete(this.key(c.localPort, c.peerPort));
+          // The guest closed and waits for our RST (virtio_transport_close); its last bytes still
+          // drain to the host socket for up to VSOCK_TIMEOUT_MS.
           c.state = "closing";
-          c.socket.end(() => c.socket.destroy());
+          c.deadline = Date.now() + VSOCK_TIMEOUT_MS;
           this.options.metrics.resets++;
           this.sendControl(this.packet(c, VsockOp.Rst));
-        } else if ((p.flags & VSOCK_SHUTDOWN_SEND) !== 0) {
-          // The guest will send no more: half-close the host socket.
-          c.socket.end();
         }
+        this.flushOut(c);
         return;
       }
       case VsockOp.Rst:
@@ -337,113 +433,104 @@ export class VsockUnixBackend {
     }
   }
 
-  private forwarded(c: Connection, n: number): void {
-    c.fwdCnt = (c.fwdCnt + n) >>> 0;
-    // Tell the guest about freed buffer space before it can run dry (§5.10.6.3).
-    if (c.state === "established" && (c.fwdCnt - c.fwdCntSent) >>> 0 >= VSOCK_BUF_ALLOC / 4) {
-      this.sendControl(this.packet(c, VsockOp.CreditUpdate));
-    }
-  }
-
   private connectToHost(p: VsockPacket): void {
     if (this.conns.size >= VSOCK_MAX_CONNECTIONS) {
       this.rstFor(p);
       return;
     }
-    const path = `${this.options.udsPath}_${p.dstPort}`;
-    const socket = createConnection(path);
-    socket.pause();
-    const c = this.addConnection(p.dstPort, p.srcPort, "host-connecting", socket);
+    let fd: number;
+    try {
+      fd = connectUnix(`${this.options.udsPath}_${p.dstPort}`);
+    } catch {
+      this.rstFor(p);
+      return;
+    }
+    const c = this.newConnection(p.dstPort, p.srcPort, "established", fd);
     c.peerBufAlloc = p.bufAlloc;
     c.peerFwdCnt = p.fwdCnt;
-    socket.once("connect", () => {
-      if (c.state !== "host-connecting") return;
-      c.state = "established";
-      this.options.metrics.guestConnections++;
-      this.sendControl(this.packet(c, VsockOp.Response));
-      this.resume(c);
-    });
-    socket.once("error", () => {
-      if (c.state === "host-connecting") this.kill(c, true);
-    });
+    this.options.metrics.guestConnections++;
+    this.sendControl(this.packet(c, VsockOp.Response));
   }
 
   // ---- packets to the guest -------------------------------------------------------------------
-
-  /** True if a packet is waiting for an rx buffer. */
-  hasRx(): boolean {
-    if (this.control.length > 0) return true;
-    for (const c of this.conns.values()) if (this.sendable(c) > 0 || this.wantsShutdown(c)) return true;
-    return false;
-  }
 
   private credit(c: Connection): number {
     return Math.max(0, c.peerBufAlloc - ((c.rxCnt - c.peerFwdCnt) >>> 0));
   }
 
-  private sendable(c: Connection): number {
-    return c.state === "established" ? Math.min(c.pendingBytes, this.credit(c)) : 0;
+  private wantsRx(c: Connection): boolean {
+    if (c.state !== "established") return false;
+    if (c.hostEof) return !c.shutdownSent;
+    return (c.readable || c.early !== undefined) && this.credit(c) > 0;
   }
 
-  private wantsShutdown(c: Connection): boolean {
-    return c.state === "established" && c.hostEnded && c.pendingBytes === 0;
+  /** True if a packet may be waiting for an rx buffer. */
+  hasRx(): boolean {
+    if (this.control.length > 0) return true;
+    for (const c of this.conns.values()) if (this.wantsRx(c)) return true;
+    return false;
   }
 
   /** The next packet for the guest, its payload at most `maxPayload` bytes; undefined if none. */
   nextRx(maxPayload: number): VsockPacket | undefined {
     const ctl = this.control.shift();
     if (ctl !== undefined) return ctl;
-    for (const c of this.conns.values()) {
-      const n = Math.min(this.sendable(c), maxPayload, VSOCK_MAX_PKT_PAYLOAD);
-      if (n > 0) {
-        const payload = this.take(c, n);
-        c.rxCnt = (c.rxCnt + n) >>> 0;
-        this.options.metrics.rxBytes += n;
-        // Round robin: the connection goes to the back of the map's order.
-        this.conns.delete(this.key(c.localPort, c.peerPort));
-        this.conns.set(this.key(c.localPort, c.peerPort), c);
-        this.resume(c);
-        return this.packet(c, VsockOp.Rw, 0, payload);
+    for (const c of [...this.conns.values()]) {
+      if (!this.wantsRx(c)) continue;
+      if (c.hostEof) {
+        c.shutdownSent = true;
+        return this.packet(c, VsockOp.Shutdown, VSOCK_SHUTDOWN_SEND);
       }
-      if (this.wantsShutdown(c)) {
-        c.state = "closing";
-        c.timer = setTimeout(() => this.kill(c, true), VSOCK_CONNECT_TIMEOUT_MS);
-        return this.packet(c, VsockOp.Shutdown, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND);
+      const room = Math.min(this.credit(c), maxPayload, VSOCK_MAX_PKT_PAYLOAD);
+      if (room === 0) continue;
+      let payload: Uint8Array;
+      if (c.early !== undefined) {
+        payload = c.early.subarray(0, room);
+        c.early = c.early.length > room ? c.early.subarray(room) : undefined;
+      } else {
+        let n: number;
+        try {
+          n = recvSome(c.fd, this.scratch.subarray(0, room));
+        } catch {
+          this.kill(c, true);
+          continue;
+        }
+        if (n < 0) {
+          c.readable = false;
+          continue;
+        }
+        if (n === 0) {
+          c.readable = false;
+          c.hostEof = true;
+          c.shutdownSent = true;
+          return this.packet(c, VsockOp.Shutdown, VSOCK_SHUTDOWN_SEND);
+        }
+        payload = this.scratch.slice(0, n);
       }
+      c.rxCnt = (c.rxCnt + payload.length) >>> 0;
+      this.options.metrics.rxBytes += payload.length;
+      // Round robin: the connection goes to the back of the map's order.
+      this.conns.delete(this.key(c.localPort, c.peerPort));
+      this.conns.set(this.key(c.localPort, c.peerPort), c);
+      return this.packet(c, VsockOp.Rw, 0, payload);
     }
     return undefined;
   }
 
-  private take(c: Connection, n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    let at = 0;
-    while (at < n) {
-      const head = c.pending[0]!;
-      const k = Math.min(head.length, n - at);
-      out.set(head.subarray(0, k), at);
-      at += k;
-      if (k === head.length) c.pending.shift();
-      else c.pending[0] = head.subarray(k);
-    }
-    c.pendingBytes -= n;
-    return out;
-  }
-
   /** The driver reset the device: every connection is gone (the guest forgot them). */
   reset(): void {
-    for (const c of [...this.conns.values()]) {
-      if (c.timer !== undefined) clearTimeout(c.timer);
-      c.socket.destroy();
-    }
+    for (const c of this.conns.values()) if (c.fd >= 0) closeSocket(c.fd);
     this.conns.clear();
+    for (const a of this.accepts) closeSocket(a.fd);
+    this.accepts.length = 0;
     this.control.length = 0;
   }
 
   /** Stops listening and removes the socket file. */
   close(): void {
     this.reset();
-    this.server?.close();
-    this.server = undefined;
+    if (this.listenFd >= 0) closeSocket(this.listenFd);
+    this.listenFd = -1;
     try {
       if (existsSync(this.options.udsPath)) unlinkSync(this.options.udsPath);
     } catch {
