@@ -276,8 +276,14 @@ export class Manager {
 
   /** Removes a container; a running one only with `force` (killed first). Nothing of it is left. */
   async remove(ref: string, force = false): Promise<string> {
-    const { config, state } = this.view(ref);
+    const { config } = this.view(ref);
     const id = config.id;
+    let state = this.containers.state(id);
+    // an exited container's monitor may still be tearing down: give it a moment
+    if (state.status !== "running" && pidAlive(state.monitorPid)) {
+      await this.waitDone(id, 5000);
+      state = this.containers.state(id);
+    }
     if (state.status === "running" || pidAlive(state.monitorPid)) {
       if (!force) {
         throw new ManagerError("RUNNING", `container ${config.name} is running: stop it first or use rm -f`, {
