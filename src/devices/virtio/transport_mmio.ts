@@ -450,8 +450,8 @@ export class MmioTransport implements Device, VirtioInterrupt {
   }
 
   /** Services the device's host-side I/O (see VirtioDevice.poll); cheap when there is none. */
-  poll(): void {
-    if (this.activated) this.device.poll?.();
+  poll(force = false): void {
+    if (this.activated) this.device.poll?.(force);
   }
 
   /** Host descriptors whose readiness means `poll()` has work (see VirtioDevice.waitFds). */

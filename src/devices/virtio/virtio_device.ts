@@ -81,8 +81,9 @@ export interface VirtioDevice {
    * Services host-side I/O without blocking (TAP frames, vsock sockets). The machine's run loop
    * calls it regularly (after exits, from the soft CPU's poll hook, when a waiter thread saw one
    * of `waitFds()` ready): the machine worker's event loop does not turn while the guest runs.
+   * Devices may skip unforced calls that come too often; `force` says something is known ready.
    */
-  poll?(): void;
+  poll?(force?: boolean): void;
   /** Host descriptors (and poll(2) events) whose readiness means `poll()` has work to do. */
   waitFds?(): { fd: number; events: number }[];
   /** Closes host resources (files, sockets, TAP) for good: the machine is going away. */

@@ -49,6 +49,8 @@ export const NET_MAX_PACKET = VIRTIO_NET_HDR_SIZE + NET_MAX_FRAME;
 export const NET_QUEUE_SIZE = 256;
 /** How long one off-thread poll of the TAP waits before looking at the device state again. */
 const POLL_TIMEOUT_MS = 200;
+/** Unforced `poll()` calls closer together than this are skipped. */
+const POLL_INTERVAL_MS = 0.5;
 const RX = 0;
 const TX = 1;
 
@@ -85,6 +87,7 @@ export class NetDevice implements VirtioDevice {
   /** A frame read from the TAP that waits for a guest buffer (length in rxBuf), or 0. */
   private deferredLen = 0;
   private polling = false;
+  private lastPoll = -Infinity;
 
   constructor(
     private readonly memory: GuestMemory,
@@ -191,7 +194,12 @@ export class NetDevice implements VirtioDevice {
   }
 
   /** Services the TAP without blocking (the run loop's path; see VirtioDevice.poll). */
-  poll(): void {
+  poll(force = false): void {
+    // A non-blocking read(2) of an empty TAP costs ~1 us through FFI: unforced calls from a run
+    // loop that polls after every exit are throttled like vsock's.
+    const t = performance.now();
+    if (!force && t - this.lastPoll < POLL_INTERVAL_MS) return;
+    this.lastPoll = t;
     if (this.active) this.pumpRx();
   }
 

@@ -142,8 +142,8 @@ export class VsockDevice implements VirtioDevice {
     if (q.needsNotification()) this.interrupt?.signalUsedBuffer();
   }
 
-  poll(): void {
-    this.backend.poll();
+  poll(force = false): void {
+    this.backend.poll(force);
   }
 
   waitFds(): { fd: number; events: number }[] {

@@ -52,6 +52,8 @@ const FIRST_LOCAL_PORT = 1 << 30;
 /** Connections at most (each holds a host socket and bounded buffers), and half-open accepts. */
 export const VSOCK_MAX_CONNECTIONS = 1024;
 const MAX_PENDING_ACCEPTS = 64;
+/** Unforced polls closer together than this are skipped. */
+export const POLL_INTERVAL_MS = 0.5;
 
 type ConnState = "guest-connecting" | "established" | "closing";
 
@@ -108,6 +110,7 @@ export class VsockUnixBackend {
   private nextLocalPort = FIRST_LOCAL_PORT;
   private readonly faults: GuestFaultLog;
   private readonly scratch = new Uint8Array(VSOCK_MAX_PKT_PAYLOAD);
+  private lastPoll = -Infinity;
 
   constructor(private readonly options: UnixBackendOptions) {
     this.faults = new GuestFaultLog(`virtio-vsock(${options.udsPath})`);
@@ -229,7 +232,12 @@ export class VsockUnixBackend {
    * connected sockets, guest bytes waiting to be written, timeouts. Cheap when nothing happened
    * (one poll(2) with a zero timeout).
    */
-  poll(): void {
+  poll(force = false): void {
+    // One poll(2) costs ~5 us through FFI: a run loop calling this after every exit is throttled to
+    // one look per POLL_INTERVAL_MS, unless it knows something is ready (a waiter thread woke it).
+    const t = performance.now();
+    if (!force && t - this.lastPoll < POLL_INTERVAL_MS) return;
+    this.lastPoll = t;
     const fds = this.waitFds();
     const revents = pollFds(fds, 0);
     let wake = false;
