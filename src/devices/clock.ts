@@ -49,3 +49,51 @@ export class ManualClock implements VirtualClock {
     if (ns > this.ns) this.ns = ns;
   }
 }
+
+/**
+ * Virtual time from instructions retired (the idea of QEMU's -icount): nowNs = base +
+ * (instructions - baseCount) * nsPerInstruction. Every guest loop iteration then costs the same
+ * virtual time, which a software CPU on host time cannot promise (JIT, GC and device polls make
+ * iterations vary by far more than 10x). Linux needs that steadiness where it calibrates the TSC
+ * against the PIT (arch/x86/kernel/tsc.c pit_calibrate_tsc rejects a run whose slowest loop is
+ * more than 10 times its fastest, and wants 1000 loops in 10 ms).
+ *
+ * While the CPU is halted nothing retires, so the CPU loop moves time on with `idleUntil(ns)`
+ * (to the platform's next deadline, after sleeping in real time if it wants to pace the guest).
+ * `setRate()` changes the speed without a jump, so a loop may keep virtual time near host time.
+ */
+export class InstructionClock implements VirtualClock {
+  private baseNs = 0;
+  private baseCount: number;
+
+  constructor(
+    private readonly retired: () => number,
+    private nsPerInstruction = 1,
+  ) {
+    this.baseCount = retired();
+  }
+
+  nowNs(): number {
+    return this.baseNs + (this.retired() - this.baseCount) * this.nsPerInstruction;
+  }
+
+  /** Jumps time forward to `ns` (HLT: nothing retires until the next deadline). */
+  idleUntil(ns: number): void {
+    const now = this.nowNs();
+    if (!(ns > now)) return;
+    this.baseNs = ns;
+    this.baseCount = this.retired();
+  }
+
+  /** Sets the virtual duration of one instruction from now on (time stays continuous). */
+  setRate(nsPerInstruction: number): void {
+    if (!(nsPerInstruction > 0) || !Number.isFinite(nsPerInstruction)) return;
+    this.baseNs = this.nowNs();
+    this.baseCount = this.retired();
+    this.nsPerInstruction = nsPerInstruction;
+  }
+
+  get rate(): number {
+    return this.nsPerInstruction;
+  }
+}

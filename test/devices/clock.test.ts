@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { HostClock, ManualClock } from "../../src/devices/clock.js";
+import { HostClock, InstructionClock, ManualClock } from "../../src/devices/clock.js";
 
 test("host clock starts near zero and is monotonic", () => {
   const c = new HostClock();
@@ -29,4 +29,21 @@ test("manual clock moves only forward", () => {
   assert.equal(c.nowNs(), 15);
   c.set(100);
   assert.equal(c.nowNs(), 100);
+});
+
+test("instruction clock counts retired instructions at its rate and jumps forward when idle", () => {
+  let n = 100;
+  const c = new InstructionClock(() => n, 2);
+  assert.equal(c.nowNs(), 0);
+  n += 50;
+  assert.equal(c.nowNs(), 100);
+  c.idleUntil(1000);
+  assert.equal(c.nowNs(), 1000);
+  c.idleUntil(10); // never backwards
+  assert.equal(c.nowNs(), 1000);
+  c.setRate(0.5);
+  n += 100;
+  assert.equal(c.nowNs(), 1050);
+  c.setRate(-1); // ignored
+  assert.equal(c.rate, 0.5);
 });

@@ -172,6 +172,39 @@ test("pit8254 runs Linux's quick_pit_calibrate to the TSC frequency within 0.1%"
   assert.ok(Math.abs(khz - TSC_HZ / 1000) / (TSC_HZ / 1000) < 0.001, `got ${khz} kHz`);
 });
 
+test("pit8254 passes Linux's pit_calibrate_tsc (10 ms, >= 1000 loops, steady loop cost)", () => {
+  // arch/x86/kernel/tsc.c pit_calibrate_tsc(CAL_LATCH, CAL_MS, CAL_PIT_LOOPS), each loop
+  // iteration (inb 0x61 + rdtsc) costing 0.5 us of virtual time, TSC at 1.5 GHz.
+  const { clock, bus } = pit();
+  const TSC_HZ = 1.5e9;
+  const getCycles = () => Math.floor((clock.nowNs() * TSC_HZ) / 1e9);
+  const latch = Math.floor(PIT_HZ / 100);
+  bus.write(0x61, 1, (bus.read(0x61, 1) & ~0x02) | 0x01);
+  bus.write(0x43, 1, 0xb0);
+  bus.write(0x42, 1, latch & 0xff);
+  bus.write(0x42, 1, latch >> 8);
+  let tsc = getCycles();
+  const t1 = tsc;
+  let t2 = tsc;
+  let pitcnt = 0;
+  let tscmin = Number.MAX_SAFE_INTEGER;
+  let tscmax = 0;
+  for (;;) {
+    clock.advance(500);
+    if ((bus.read(0x61, 1) & 0x20) !== 0) break;
+    t2 = getCycles();
+    const delta = t2 - tsc;
+    tsc = t2;
+    tscmin = Math.min(tscmin, delta);
+    tscmax = Math.max(tscmax, delta);
+    pitcnt++;
+  }
+  assert.ok(pitcnt >= 1000, `pitcnt ${pitcnt}`);
+  assert.ok(tscmax <= 10 * tscmin);
+  const khz = (t2 - t1) / 10;
+  assert.ok(Math.abs(khz - TSC_HZ / 1000) / (TSC_HZ / 1000) < 0.001, `got ${khz} kHz`);
+});
+
 test("pit8254 mode 3 square wave: OUT high for the first half period", () => {
   const { clock, bus, p } = pit();
   bus.write(0x43, 1, 0x36);
