@@ -19,6 +19,7 @@ import {
 import type { GuestMemory } from "../../memory/guest_memory.js";
 import { attachTapToBridge, configureTapAddress, Tap } from "../../sys/tap.js";
 import { BlkDevice } from "./blk/device.js";
+import type { VirtioDeviceSpec } from "./device_spec.js";
 import { ConsoleDevice } from "./console/device.js";
 import { NetDevice } from "./net/device.js";
 import { RngDevice } from "./rng/device.js";
@@ -26,20 +27,7 @@ import { MmioTransport } from "./transport_mmio.js";
 import { type VirtioDevice, VirtioError } from "./virtio_device.js";
 import { VsockDevice } from "./vsock/device.js";
 
-export type VirtioDeviceSpec =
-  /** A raw disk image; `serial` is the GET_ID answer. */
-  | { kind: "blk"; path: string; readOnly?: boolean; serial?: string }
-  /**
-   * A TAP interface (created if missing; a name like "vessel%d" lets the kernel number it), the
-   * guest's MAC, and optionally the host side: an address for the TAP ("10.0.2.1/24") or a
-   * bridge to attach it to.
-   */
-  | { kind: "net"; tap: string; mac?: string; hostAddress?: string; bridge?: string }
-  | { kind: "rng" }
-  /** hvc0; `onOutput` receives what the guest writes (settable later on the ConsoleDevice). */
-  | { kind: "console"; onOutput?: (bytes: Uint8Array) => void }
-  /** Guest CID (3 or more) and the host Unix socket path (Firecracker's uds_path). */
-  | { kind: "vsock"; cid: number; udsPath: string };
+export type { VirtioDeviceSpec } from "./device_spec.js";
 
 export interface VirtioContext {
   memory: GuestMemory;
