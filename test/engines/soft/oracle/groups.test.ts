@@ -20,7 +20,8 @@ for (const [group, cases] of Object.entries(GROUPS)) {
           return;
         }
         for (const [name, why] of Object.entries(runners.missing)) t.diagnostic(`${name} not run: ${why}`);
-        const problems = await runCase(c, runners.available);
+        const { problems, notes } = await runCase(c, runners.available);
+        for (const n of notes) t.diagnostic(n);
         assert.deepEqual(problems, [], `${c.name}\n${c.asm}\n${problems.join("\n")}`);
       });
     }

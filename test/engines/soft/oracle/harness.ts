@@ -146,12 +146,26 @@ function masked(c: OracleCase, r: SnippetResult): SnippetResult {
   return { ...r, data };
 }
 
-/** Runs a case on every runner; returns a report of every problem (empty when all is well). */
-export async function runCase(c: OracleCase, runners: SnippetRunner[]): Promise<string[]> {
+export interface CaseReport {
+  /** Every problem (empty when all is well). */
+  problems: string[];
+  /** Runners that sat the case out, and why. */
+  notes: string[];
+}
+
+/** Runs a case on every runner that can run it; checks expectations and agreement. */
+export async function runCase(c: OracleCase, runners: SnippetRunner[]): Promise<CaseReport> {
   const input = caseInput(c);
   const problems: string[] = [];
+  const notes: string[] = [];
   const results: [string, SnippetResult][] = [];
   for (const runner of runners) {
+    let why: string | null = null;
+    for (const need of c.needs ?? []) why ??= (await runner.cannot?.(need)) ?? null;
+    if (why !== null) {
+      notes.push(`${runner.name} sat out: ${why}`);
+      continue;
+    }
     try {
       const r = await runner.run(input);
       results.push([runner.name, r]);
@@ -167,5 +181,5 @@ export async function runCase(c: OracleCase, runners: SnippetRunner[]): Promise<
     const d = diffResults(masked(c, a), masked(c, b), FLAGS_COMPARED & ~(c.undef ?? 0), c.ignoreRegs ?? []);
     if (d.length) problems.push(`${na} and ${nb} disagree (${na} vs ${nb}):\n  ${d.join("\n  ")}`);
   }
-  return problems;
+  return { problems, notes };
 }

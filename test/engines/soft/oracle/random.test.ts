@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { caseInput, loadRunners, runCase, skipReason } from "./harness.js";
+import { loadRunners, runCase, skipReason } from "./harness.js";
 import type { OracleCase } from "./cases.js";
 import { randomProgram } from "./random_program.js";
 
@@ -36,8 +36,7 @@ test(`random instruction sequences agree between runners (${seeds.length} progra
       data: { 0: p.data },
       undef: p.undefinedFlags,
     };
-    caseInput(c);
-    const problems = await runCase(c, runners.available);
+    const { problems } = await runCase(c, runners.available);
     if (problems.length) {
       failures.push(
         `seed ${seed} (VESSEL_ORACLE_SEED=${seed} node scripts/test.mjs oracle/random):\n${problems.join("\n")}\n` +

@@ -32,7 +32,7 @@ export interface SnippetInput {
   code: Uint8Array;
   /** Initial general registers (default 0; ESP defaults to LAYOUT.stackTop). */
   regs?: Partial<Regs>;
-  /** Initial EFLAGS (default 0x202: IF and the reserved bit). */
+  /** Initial EFLAGS: only CF PF AF ZF SF DF OF are taken; the snippet runs with IF=0, IOPL=0. */
   eflags?: number;
   /** Initial bytes of the data area (the rest is zero). */
   data?: Uint8Array;
@@ -53,8 +53,15 @@ export interface SnippetRunner {
   /** null when the runner can run here, else the reason it cannot (the test skips). */
   unavailable(): Promise<string | null>;
   run(input: SnippetInput): Promise<SnippetResult>;
-  close?(): Promise<void>;
+  /**
+   * null when the runner can execute instructions of the kind `need`, else why not (the case then
+   * runs on the other runners only, and the report says so).
+   */
+  cannot?(need: Need): Promise<string | null>;
 }
+
+/** Instruction kinds some oracle hosts cannot run (see kvm_runner.ts). */
+export type Need = "x87" | "bcd" | "enter-nested";
 
 /** EFLAGS bits compared by default: the six arithmetic flags and DF. */
 export const FLAGS_COMPARED = 0x0cd5;

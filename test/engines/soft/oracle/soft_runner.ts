@@ -171,7 +171,8 @@ export class SoftRunner implements SnippetRunner {
       ...input.regs,
     };
     for (const [i, r] of REG_NAMES.entries()) memory.writeU32(INIT + 4 * i, regs[r] >>> 0);
-    memory.writeU32(INIT + 32, (input.eflags ?? 0x202) >>> 0);
+    // The KVM oracle's contract: only the arithmetic flags and DF are taken; IF = 0, IOPL = 0.
+    memory.writeU32(INIT + 32, ((input.eflags ?? 0) & 0xcd5) | 2);
     memory.write(LAYOUT.code, input.code);
     memory.write(LAYOUT.data, input.data ?? new Uint8Array(DATA_SIZE));
     const stop = soft.run(2_000_000);
