@@ -15,12 +15,14 @@ import { Pit8254 } from "../../devices/pit8254.js";
 import { CmosRtc } from "../../devices/rtc.js";
 import { Uart16550 } from "../../devices/uart16550.js";
 import { cachedGuest, DEFAULT_CMDLINE } from "../../guest/default_guest.js";
+import { guestCommandParam } from "../../guest/init_script.js";
 import { GuestMemory } from "../../memory/guest_memory.js";
 import { SoftCpu } from "./soft_cpu.js";
 
 const args = process.argv.slice(2);
 const max = Number(args[args.indexOf("--max") + 1] ?? "0") || 5e9;
-const extra = args.includes("--cmdline") ? args[args.indexOf("--cmdline") + 1]! : "";
+const cmd = args.includes("--cmd") ? args[args.indexOf("--cmd") + 1]! : "";
+const extra = cmd === "" ? "" : guestCommandParam(["sh", "-c", cmd]);
 const guest = cachedGuest("i386");
 if (guest === undefined) throw new Error("no cached i386 guest: node bin/vessel.js guest build --arch i386");
 const memSize = 256 * 1024 * 1024;
