@@ -5,8 +5,24 @@
  *   window  VIRTIO_MMIO_START + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE bytes
  *   line    GSI VIRTIO_IRQ_BASE + i, level-triggered, active high
  *
- * announced to Linux by the ACPI DSDT as LNRO0005 devices (boot/), or on the command line with
- * `virtioMmioCmdlineArg(i)` when there is no ACPI.
+ * What the machine assembly does with them (in the machine worker, which owns the devices):
+ *   1. `const virtio = attachVirtioDevices(specs, { memory, mmio, irqLine: (gsi) => engine.irqLine(gsi) })`
+ *      (registers each transport on the MmioBus; KVM: KVM_IRQ_LINE levels; soft engine: IOAPIC
+ *      input `gsi`, level-triggered).
+ *   2. Tell the guest: `buildDsdt(specs.map((_, i) => virtioMmioSlot(i)))` through boot/acpi (LNRO0005
+ *      devices; Debian's kernels have no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), and add
+ *      `console=hvc0` to the command line if the virtio console should be the console.
+ *   3. Poll host I/O: call `t.poll()` for every transport from the run loop's poll hook (after exits,
+ *      from the soft CPU's `poll`); unforced calls are throttled to one look per 0.5 ms. When the
+ *      guest idles in HLT inside KVM_RUN, a waiter thread blocked in poll(2) on the union of
+ *      `t.waitFds()` kicks the machine thread, which then calls `t.poll(true)`.
+ *   4. Console: `(t.device as ConsoleDevice).onOutput = ...` and `.input(bytes)` for keyboard bytes.
+ *   5. KVM ioeventfd (optional): KVM_IOEVENTFD on window + 0x50 (QueueNotify, 4 bytes, datamatch =
+ *      queue index); when the eventfd fires, `t.notifyQueue(index)`.
+ *   6. Statistics: `t.stats` (transport) and `t.device.metrics` (per device). On stop: `t.close()`
+ *      (closes images, removes the TAP and the vsock socket file).
+ * Request processing is synchronous in the machine worker, at the notify (blk I/O included); see
+ * blk/device.ts.
  */
 import type { IrqLine } from "../../bus/device.js";
 import type { MmioBus } from "../../bus/mmio_bus.js";

@@ -385,7 +385,28 @@ export class MmioTransport implements Device, VirtioInterrupt {
       this.guestError(`QueueNotify(${index}) for a queue that does not exist or is not ready`);
       return;
     }
-    this.device.queueNotify(index);
+    this.guarded(() => this.device.queueNotify(index));
+  }
+
+  /**
+   * Runs device code so that nothing it throws reaches the vCPU's MMIO exit: a device bug or an
+   * unexpected host failure marks this device DEVICE_NEEDS_RESET and the machine goes on.
+   */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.needsReset(
+        err instanceof VirtioError
+          ? err
+          : new VirtioError(
+              "VIRTIO_DEVICE_FAILED",
+              `${this.device.name} failed: ${(err as Error).message}`,
+              {},
+              err,
+            ),
+      );
+    }
   }
 
   /** Status 0 (virtio 1.2 §4.2.3.1): back to the power-on state, queues and interrupt cleared. */
@@ -451,7 +472,8 @@ export class MmioTransport implements Device, VirtioInterrupt {
 
   /** Services the device's host-side I/O (see VirtioDevice.poll); cheap when there is none. */
   poll(force = false): void {
-    if (this.activated) this.device.poll?.(force);
+    if (this.activated && (this.status & STATUS_DEVICE_NEEDS_RESET) === 0)
+      this.guarded(() => this.device.poll?.(force));
   }
 
   /** Host descriptors whose readiness means `poll()` has work (see VirtioDevice.waitFds). */

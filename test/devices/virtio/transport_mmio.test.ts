@@ -150,3 +150,16 @@ test("virtio-mmio sets DEVICE_NEEDS_RESET for rings outside guest memory and rai
   assert.equal(h.reg(MmioReg.InterruptStatus) & 2, 2);
   h.setReg(MmioReg.QueueNotify, 0); // ignored, no crash
 });
+
+test("virtio-mmio turns an exception of the device into DEVICE_NEEDS_RESET, never into a VMM crash", () => {
+  const h = new VirtioTestHelper((memory) => {
+    const dev = new RngDevice(memory);
+    dev.queueNotify = () => {
+      throw new Error("host backend exploded");
+    };
+    return dev;
+  });
+  h.init();
+  h.queue(0).add([{ writable: 4 }]);
+  assert.ok((h.status() & STATUS_DEVICE_NEEDS_RESET) !== 0);
+});
