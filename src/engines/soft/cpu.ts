@@ -125,6 +125,9 @@ export class Cpu {
   /** Set while delivering an exception, to turn a second one into #DF and a third into shutdown. */
   deliveringDepth = 0;
   instructions = 0;
+  /** Decoder runs and code-page invalidations (self-modifying code, or code and data sharing a page). */
+  decodes = 0;
+  codeInvalidations = 0;
   shutdownReason = "";
   unimplementedBytes: number[] = [];
   unimplementedAddress = 0;
@@ -513,9 +516,11 @@ export class Cpu {
   /** A write reached a page holding decoded instructions: drop them (self-modifying code). */
   invalidateCode(p: number): void {
     const page = p >>> 12;
+    this.codeInvalidations++;
     this.codePage[page] = 0;
     this.codeCache[page] = undefined;
-    if (this.fetchPhysPage === page) this.fetchLinPage = -1;
+    // Any running chain of records may include this page: make the loop look up again.
+    this.fetchLinPage = -1;
   }
 
   // ---- linear access at the current privilege (the fast path every instruction uses)

@@ -71,6 +71,7 @@ const cpu = new SoftCpu({
 });
 cpu.loadEntryState(entry);
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 let last = t0;
 let lastInsns = 0;
 for (;;) {
@@ -101,6 +102,11 @@ for (;;) {
   break;
 }
 const secs = (performance.now() - t0) / 1000;
+const used = process.cpuUsage(cpu0);
+const cpuSecs = (used.user + used.system) / 1e6;
 process.stderr.write(
-  `${cpu.cpu.instructions} instructions in ${secs.toFixed(2)} s = ${(cpu.cpu.instructions / secs / 1e6).toFixed(1)} MIPS\nexceptions ${JSON.stringify(cpu.stats.exceptionsByVector)}\n`,
+  `CPU time ${cpuSecs.toFixed(2)} s = ${(cpu.cpu.instructions / cpuSecs / 1e6).toFixed(1)} MIPS per CPU second\n`,
+);
+process.stderr.write(
+  `${cpu.cpu.instructions} instructions in ${secs.toFixed(2)} s = ${(cpu.cpu.instructions / secs / 1e6).toFixed(1)} MIPS decodes=${cpu.cpu.decodes} invalidations=${cpu.cpu.codeInvalidations}\nexceptions ${JSON.stringify(cpu.stats.exceptionsByVector)}\n`,
 );

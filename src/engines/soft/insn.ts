@@ -42,6 +42,8 @@ export class Insn {
   cs32 = true;
   /** Ends a basic block (branches, mode changes): for a translator. */
   blockEnd = false;
+  /** The record of the next instruction in the same page, once known (interpreter chaining). */
+  next: Insn | undefined = undefined;
 
   constructor(handler: Handler) {
     this.handler = handler;

@@ -169,23 +169,39 @@ export class SoftCpu {
     return stop;
   }
 
-  /** The interpreter loop: fetch the decoded record for EIP, advance EIP, run the handler. */
+  /**
+   * The interpreter loop: run the decoded record for EIP, advance EIP, call its handler. Records
+   * inside one page are chained (`next`), so straight-line code skips the lookup; the chain is
+   * dropped at block ends and whenever the fetch page is reset (TLB flush, mode change, a write
+   * to a code page).
+   */
   private execute(): void {
     const c = this.cpu;
-    const recent = this.recent;
+    let insn: Insn | undefined;
+    let prev: Insn | undefined;
     while (c.slice > 0) {
       c.slice--;
       const eip = c.eip;
       c.startEip = eip;
-      const linear = (c.segBase[Seg.CS]! + eip) | 0;
-      recent[this.recentIndex++ & (RECENT - 1)] = linear;
-      let insn: Insn | undefined;
-      if (linear >>> 12 === c.fetchLinPage) insn = c.fetchCache![linear & 0xfff];
-      else insn = this.fetchPage(linear);
-      if (insn === undefined || insn.cs32 !== c.cs32) insn = this.decodeAt(linear);
+      if (insn === undefined) {
+        const linear = (c.segBase[Seg.CS]! + eip) | 0;
+        this.recent[this.recentIndex++ & (RECENT - 1)] = linear;
+        const samePage = linear >>> 12 === c.fetchLinPage;
+        insn = samePage ? c.fetchCache![linear & 0xfff] : this.fetchPage(linear);
+        if (insn === undefined || insn.cs32 !== c.cs32) insn = this.decodeAt(linear);
+        // Link the previous record to this one when both are cached records of this page.
+        if (samePage && prev !== undefined && c.fetchCache![linear & 0xfff] === insn) prev.next = insn;
+      }
       c.eip = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
       insn.handler(c, insn);
       c.instructions++;
+      if (insn.blockEnd || c.fetchLinPage === -1) {
+        prev = undefined;
+        insn = undefined;
+      } else {
+        prev = insn;
+        insn = insn.next;
+      }
     }
   }
 
@@ -213,6 +229,7 @@ export class SoftCpu {
   private decodeAt(linear: number): Insn {
     const c = this.cpu;
     const insn = decode(c, linear);
+    c.decodes++;
     // Cache only instructions inside one page of RAM (a write to the page drops them).
     if ((linear & 0xfff) + insn.len <= 0x1000 && linear >>> 12 === c.fetchLinPage) {
       c.fetchCache![linear & 0xfff] = insn;
