@@ -3,9 +3,14 @@ import {
   ACPI_TABLES_END,
   ACPI_TABLES_START,
   APIC_START,
+  COM1_IRQ,
+  COM1_PORT,
+  I8042_KBD_IRQ,
   I8042_PORT,
   IOAPIC_START,
   RSDP_START,
+  RTC_IRQ,
+  RTC_PORT,
 } from "../memory/layout.js";
 import * as aml from "./aml.js";
 import { BootError } from "./boot_error.js";
@@ -182,8 +187,34 @@ export function buildMadt(cpus: number, ioapicId: number): Uint8Array {
 }
 
 /**
- * DSDT: `\_SB.Vnnn` devices with _HID "LNRO0005", _UID n and _CRS {Memory32Fixed window,
- * Interrupt GSI} for each virtio-mmio device.
+ * The legacy ISA devices every Vessel machine has, as ACPI devices. In hardware-reduced mode
+ * Linux sets up no ISA IRQs by itself (arch/x86/kernel/acpi/boot.c: nr_legacy_irqs() is 0 without
+ * a legacy PIC), so a driver gets a working interrupt only from an ACPI _CRS (as Firecracker's
+ * DSDT does for its serial port and i8042): COM1 (PNP0501) for 8250_pnp, the PS/2 keyboard
+ * controller (PNP0303) for i8042, the CMOS RTC (PNP0B00) for rtc_cmos. Edge-triggered, active high.
+ */
+function legacyDevices(): Uint8Array[] {
+  const edge = { edge: true, activeLow: false, shared: false };
+  const dev = (name: string, hid: string, resources: Uint8Array[]): Uint8Array =>
+    aml.device(name, [
+      aml.name("_HID", aml.eisaId(hid)),
+      aml.name("_UID", aml.integer(0)),
+      aml.name("_CRS", aml.resourceTemplate(resources)),
+    ]);
+  return [
+    dev("COM1", "PNP0501", [aml.io(COM1_PORT, 8), aml.extendedInterrupt(COM1_IRQ, edge)]),
+    dev("PS2K", "PNP0303", [
+      aml.io(I8042_PORT, 1),
+      aml.io(I8042_PORT + 4, 1),
+      aml.extendedInterrupt(I8042_KBD_IRQ, edge),
+    ]),
+    dev("RTC", "PNP0B00", [aml.io(RTC_PORT, 2), aml.extendedInterrupt(RTC_IRQ, edge)]),
+  ];
+}
+
+/**
+ * DSDT: the legacy devices (COM1, PS/2 controller, RTC), then `\_SB.Vnnn` devices with _HID
+ * "LNRO0005", _UID n and _CRS {Memory32Fixed window, Interrupt GSI} for each virtio-mmio device.
  */
 export function buildDsdt(devices: readonly VirtioMmioSlot[]): Uint8Array {
   const devs = devices.map((d, i) =>
@@ -199,7 +230,7 @@ export function buildDsdt(devices: readonly VirtioMmioSlot[]): Uint8Array {
       ),
     ]),
   );
-  return sdt("DSDT", 2, aml.scope("\\_SB_", devs));
+  return sdt("DSDT", 2, aml.scope("\\_SB_", [...legacyDevices(), ...devs]));
 }
 
 function pointerTable(

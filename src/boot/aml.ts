@@ -94,6 +94,24 @@ export function buffer(bytes: Uint8Array): Uint8Array {
   return concat([Uint8Array.of(0x11), pkgLength(body.length), body]);
 }
 
+/**
+ * EISAID("PNP0501") (ACPI 6.4 section 6.1.5, _HID): three letters of 5 bits each (A = 1) and four
+ * hex digits, stored big-endian in a DWord integer.
+ */
+export function eisaId(id: string): Uint8Array {
+  if (!/^[A-Z]{3}[0-9A-F]{4}$/.test(id)) throw new RangeError(`bad EISA id "${id}"`);
+  const c = (i: number): number => id.charCodeAt(i) - 0x40;
+  const vendor = (c(0) << 10) | (c(1) << 5) | c(2);
+  const product = Number.parseInt(id.slice(3), 16);
+  const b = Uint8Array.of(0x0c, vendor >> 8, vendor & 0xff, product >> 8, product & 0xff);
+  return b;
+}
+
+/** I/O port descriptor (6.4.2.5, small item 0x47): 16-bit decode, fixed base, `length` ports. */
+export function io(base: number, length: number): Uint8Array {
+  return Uint8Array.of(0x47, 0x01, base & 0xff, base >> 8, base & 0xff, base >> 8, 0x01, length);
+}
+
 /** Memory32Fixed resource descriptor (6.4.3.4, large item 0x86, length 9). */
 export function memory32Fixed(base: number, size: number, writable = true): Uint8Array {
   const b = new Uint8Array(12);

@@ -87,9 +87,8 @@ const KERNEL_META: Record<GuestArch, string> = { amd64: "linux-image-amd64", i38
  * young engine is debugged; add it with --cmdline).
  */
 export const DEFAULT_CMDLINE: Record<GuestArch, string> = {
-  amd64:
-    "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd",
-  i386: "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd cryptomgr.notests no_timer_check nokaslr",
+  amd64: "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd",
+  i386: "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd cryptomgr.notests no_timer_check nokaslr",
 };
 
 /** Modules the initramfs loads (virtio transport and devices, vsock); their dependencies are added. */

@@ -36,8 +36,12 @@ export const MMIO_HOLE_END = 0x1_0000_0000;
 /** virtio-mmio windows: one 4 KiB window per device from here, announced in the ACPI DSDT. */
 export const VIRTIO_MMIO_START = 0xd000_0000;
 export const VIRTIO_MMIO_SIZE = 0x1000;
-/** First GSI given to virtio-mmio devices (one each, counting up; legacy ISA IRQs stay below). */
-export const VIRTIO_IRQ_BASE = 5;
+/**
+ * First GSI given to virtio-mmio devices (one each, counting up): IOAPIC pins 16-23, which no ISA
+ * device uses (5-12 would collide with the RTC on IRQ 8 and the i8042 AUX port on IRQ 12). The
+ * guest learns them from the DSDT (src/boot/acpi.ts), so they need the IOAPIC, as virtio does.
+ */
+export const VIRTIO_IRQ_BASE = 16;
 /** Maximum number of virtio-mmio devices (window and IRQ budget). */
 export const VIRTIO_MAX_DEVICES = 8;
 /** IOAPIC and local APIC, at their architectural default addresses. */

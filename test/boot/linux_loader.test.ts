@@ -275,7 +275,17 @@ test("DSDT AML disassembles with iasl into LNRO0005 devices with their windows a
     const dsl = readFileSync(join(dir, "dsdt.dsl"), "utf8");
     assert.equal(dsl.match(/Name \(_HID, "LNRO0005"\)/g)?.length, 3);
     assert.match(dsl, /Memory32Fixed \(ReadWrite,\s*0xD0001000,\s*\/\/ Address Base\s*0x00001000/);
-    assert.match(dsl, /Interrupt \(ResourceConsumer, Level, ActiveHigh, Exclusive, ,, \)\s*\{\s*0x00000007,/);
+    const gsi = (VIRTIO_IRQ_BASE + 2).toString(16).toUpperCase().padStart(8, "0");
+    assert.match(
+      dsl,
+      new RegExp(`Interrupt \\(ResourceConsumer, Level, ActiveHigh, Exclusive, ,, \\)\\s*\\{\\s*0x${gsi},`),
+    );
+    assert.match(
+      dsl,
+      /Device \(COM1\)[\s\S]*EisaId \("PNP0501"\)[\s\S]*0x03F8[\s\S]*Edge, ActiveHigh[\s\S]*0x00000004,/,
+    );
+    assert.match(dsl, /EisaId \("PNP0303"\)/);
+    assert.match(dsl, /EisaId \("PNP0B00"\)/);
     // and the whole table set disassembles without errors
     const mem = machine(128 * MiB);
     const { acpi } = bootLinux(mem, config());
