@@ -89,16 +89,21 @@ static void send_line(const char *fmt, ...) {
   for (int i = 0; i < n; i++)
     if (buf[i] == '\n') buf[i] = ' ';
   buf[n++] = '\n';
-  if (sync_fd >= 0) {
-    ssize_t off = 0;
-    while (off < n) {
-      ssize_t w = write(sync_fd, buf + off, n - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) break;
-      off += w;
+  /* after "ready" the runtime may be gone: then the message goes to the container's stderr, as
+   * runc's "exec failed" does */
+  ssize_t off = 0;
+  while (sync_fd >= 0 && off < n) {
+    ssize_t w = send(sync_fd, buf + off, n - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += w;
+  }
+  if (off < n) {
+    static const char prefix[] = "vessel-runc: ";
+    if (!strncmp(buf, "error ", 6)) {
+      (void)!write(2, prefix, sizeof prefix - 1);
+      (void)!write(2, buf + 6, n - 6);
     }
-  } else {
-    (void)!write(2, buf, n);
   }
 }
 

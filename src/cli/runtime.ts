@@ -337,7 +337,15 @@ async function dispatch(cmd: string, p: Parsed, rt: Runtime): Promise<number> {
       return 0;
     case "delete": {
       const ids = p.args.length ? p.args : [needId(p, cmd)];
-      for (const id of ids) await rt.delete(id, { force: bool(p, "force") });
+      for (const id of ids) {
+        try {
+          await rt.delete(id, { force: bool(p, "force") });
+        } catch (err) {
+          // runc: a forced delete of an unknown container (e.g. an aborted create) succeeds
+          if (!(bool(p, "force") && err instanceof ContainerError && err.code === "not_found")) throw err;
+          rt.store.remove(id);
+        }
+      }
       return 0;
     }
     case "list": {

@@ -316,8 +316,13 @@ function cgroupMountOps(
 }
 
 /** Ops that turn the runtime's credentials into the process's (user, caps, seccomp) and exec it. */
-function processOps(p: Process, spec: Spec, input: { availableCaps: bigint; preserveFds: number }): Op[] {
+function processOps(
+  p: Process,
+  spec: Spec,
+  input: { availableCaps: bigint; preserveFds: number },
+): { before: Op[]; after: Op[] } {
   const ops: Op[] = [];
+  const after: Op[] = [];
   const caps = p.capabilities ?? {};
   const avail = input.availableCaps;
   const bounding = capMask(caps.bounding) & avail;
@@ -345,13 +350,15 @@ function processOps(p: Process, spec: Spec, input: { availableCaps: bigint; pres
   }
   ops.push(["caps", hex(effective), hex(permitted), hex(inheritable)]);
   if (ambient) ops.push(["ambient", hex(ambient)]);
-  if (nnp) ops.push(["nnp"]);
-  if (seccomp && nnp) ops.push(["seccomp", String(seccomp.flags), encodeProgram(seccomp.program)]);
-  ops.push(["cloexec", String(3 + input.preserveFds)]);
   const args = p.args ?? [];
   const env = p.env ?? [];
-  ops.push(["exec", String(args.length), String(env.length), ...args, ...env]);
-  return ops;
+  ops.push(["lookup", args[0] ?? "", String(env.length), ...env]);
+  // after `start`: only what must be last (runc's standard_init does the rest before the fifo)
+  if (nnp) after.push(["nnp"]);
+  if (seccomp && nnp) after.push(["seccomp", String(seccomp.flags), encodeProgram(seccomp.program)]);
+  after.push(["cloexec", String(3 + input.preserveFds)]);
+  after.push(["exec", String(args.length), String(env.length), ...args, ...env]);
+  return { before: ops, after };
 }
 
 function idMap(m: { containerID: number; hostID: number; size: number }[] | undefined): string {
@@ -451,12 +458,12 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   if (spec.root?.readonly) child.push(["mount", "", "/", "", String(MS.BIND | MS.REMOUNT | MS.RDONLY), ""]);
   if (p.terminal) child.push(["pty"]);
   else child.push(["setsid"]);
-  const env = p.env ?? [];
-  child.push(["lookup", p.args[0]!, String(env.length), ...env]);
+  const proc = processOps(p, spec, input);
+  child.push(...proc.before);
   child.push(["ready"]);
   if (input.fifo) child.push(["fifowait"]);
   child.push(...hookOps(spec.hooks?.startContainer, input.hookState));
-  child.push(...processOps(p, spec, input));
+  child.push(...proc.after);
   return { cloneFlags, wait: input.wait, pre, post, child };
 }
 
@@ -493,10 +500,8 @@ export function buildExecPlan(input: ExecPlanInput): Plan {
   pre.push(["dumpable", "0"]);
   if (p.terminal) child.push(["pty"]);
   else child.push(["setsid"]);
-  const env = p.env ?? [];
-  child.push(["lookup", p.args[0]!, String(env.length), ...env]);
-  child.push(["ready"]);
-  child.push(...processOps(p, input.spec, input));
+  const proc = processOps(p, input.spec, input);
+  child.push(...proc.before, ["ready"], ...proc.after);
   return { cloneFlags: 0, wait: input.wait, pre, post: [], child };
 }
 
