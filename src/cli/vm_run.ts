@@ -1,0 +1,209 @@
+import { parseArgs } from "node:util";
+import { UsageError } from "../errors.js";
+import { DEFAULT_CMDLINE, ensureDefaultGuest, type GuestArch } from "../guest/default_guest.js";
+import { guestCommandParam } from "../guest/init_script.js";
+import { type EngineName, parseCpus, parseEngine, parseMemSize, type VmConfig } from "../vm/config.js";
+import { CONSOLE_HELP, ConsoleEscape } from "../vm/console_escape.js";
+import { probeEngine } from "../vm/engine_probe.js";
+import { Vm, type VmResult } from "../vm/vm.js";
+
+const HELP = `usage: vessel vm run [options] [-- command...]
+
+Boots a virtual machine: the default guest (built on first use), or your own kernel.
+With a command, the guest runs it instead of a shell and Vessel exits with its status.
+
+  --engine kvm|soft   execution engine (default: KVM if it can boot Linux here, else soft)
+  --kernel PATH       a Linux bzImage (default: the default guest's kernel)
+  --initrd PATH       an initramfs (default: the default guest's, with the default kernel)
+  --cmdline TEXT      the kernel command line (default: the default guest's)
+  --mem SIZE          guest memory, e.g. 256M, 1G (default 256M)
+  --cpus N            virtual CPUs (KVM engine; default 1)
+  --stats             print statistics when the VM stops (VM exits by reason, ...)
+  --timeout SECONDS   stop the VM after this long
+
+Console: Ctrl-A x leaves (stops the VM), Ctrl-A h for help.
+Environment: VESSEL_KVM_PATH overrides /dev/kvm.
+`;
+
+interface RunOptions {
+  engine?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  mem?: string;
+  cpus?: string;
+  stats?: boolean;
+  timeout?: string;
+  help?: boolean;
+}
+
+function parse(args: string[]): { values: RunOptions; command: string[] } {
+  const dash = args.indexOf("--");
+  const own = dash < 0 ? args : args.slice(0, dash);
+  const command = dash < 0 ? [] : args.slice(dash + 1);
+  try {
+    const { values, positionals } = parseArgs({
+      args: own,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        engine: { type: "string" },
+        kernel: { type: "string" },
+        initrd: { type: "string" },
+        cmdline: { type: "string" },
+        mem: { type: "string" },
+        cpus: { type: "string" },
+        stats: { type: "boolean" },
+        timeout: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (positionals.length > 0) {
+      throw new UsageError(
+        "USAGE",
+        `unexpected argument "${positionals[0]}": put the guest command after --\n${HELP}`,
+      );
+    }
+    return { values, command };
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError("USAGE", `${(err as Error).message}\n${HELP}`);
+  }
+}
+
+/** Turns the flags into a machine config (and builds the default guest if it is needed). */
+export function resolveConfig(values: RunOptions, command: string[], log: (line: string) => void): VmConfig {
+  const kvmPath = process.env.VESSEL_KVM_PATH ?? "/dev/kvm";
+  let engine: EngineName;
+  if (values.engine !== undefined) {
+    engine = parseEngine(values.engine);
+  } else {
+    const choice = probeEngine(kvmPath, process.env.VESSEL_SYS_MODULE_DIR ?? "/sys/module");
+    engine = choice.engine;
+    log(`vessel: ${choice.reason}`);
+  }
+  const memBytes = parseMemSize(values.mem ?? "256M");
+  const cpus = parseCpus(values.cpus ?? "1");
+  if (engine === "soft" && cpus > 1) {
+    throw new UsageError(
+      "VM_SOFT_CPUS",
+      `the soft engine runs one CPU: drop --cpus ${cpus}, or use --engine kvm on a KVM host`,
+    );
+  }
+  if (values.initrd !== undefined && values.kernel === undefined) {
+    throw new UsageError(
+      "VM_INITRD_WITHOUT_KERNEL",
+      "--initrd needs --kernel (the default guest brings its own initrd)",
+    );
+  }
+  const arch: GuestArch = engine === "kvm" ? "amd64" : "i386";
+  let kernel: string;
+  let initrd: string | undefined;
+  let cmdline: string;
+  if (values.kernel !== undefined) {
+    kernel = values.kernel;
+    initrd = values.initrd;
+    cmdline = values.cmdline ?? DEFAULT_CMDLINE[arch];
+  } else {
+    const guest = ensureDefaultGuest(arch, log);
+    kernel = guest.kernel;
+    initrd = guest.initrd;
+    cmdline = values.cmdline ?? guest.cmdline;
+  }
+  if (command.length > 0) cmdline = `${cmdline} ${guestCommandParam(command)}`;
+  let timeoutMs: number | undefined;
+  if (values.timeout !== undefined) {
+    const s = Number(values.timeout);
+    if (!Number.isFinite(s) || s <= 0)
+      throw new UsageError("USAGE", `--timeout "${values.timeout}" must be a positive number of seconds`);
+    timeoutMs = s * 1000;
+  }
+  return {
+    engine,
+    kernel,
+    ...(initrd === undefined ? {} : { initrd }),
+    cmdline,
+    memBytes,
+    cpus,
+    kvmPath,
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  };
+}
+
+/** The --stats report. */
+export function formatStats(r: VmResult): string {
+  const lines = [
+    `engine        ${r.engine}`,
+    `ended         ${r.reason}${r.timedOut ? " (time limit)" : ""}`,
+  ];
+  lines.push(`wall time     ${(r.wallMs / 1000).toFixed(3)} s`);
+  if (r.bootToUserspaceMs !== undefined) lines.push(`to userspace  ${r.bootToUserspaceMs.toFixed(1)} ms`);
+  if (r.instructions !== undefined) {
+    lines.push(`instructions  ${r.instructions} (${(r.instructions / r.wallMs / 1000).toFixed(1)} MIPS)`);
+  }
+  if (r.exits !== undefined) {
+    const total = Object.values(r.exits).reduce((a, b) => a + b, 0);
+    lines.push(`VM exits      ${total}`);
+    for (const [name, n] of Object.entries(r.exits).sort((a, b) => b[1] - a[1])) {
+      lines.push(`  ${name.padEnd(16)} ${n}`);
+    }
+  }
+  const u = r.unclaimed;
+  lines.push(
+    `unclaimed     ports ${u.portReads} reads / ${u.portWrites} writes, MMIO ${u.mmioReads} / ${u.mmioWrites}`,
+  );
+  lines.push(`console       ${r.uart.txBytes} bytes out, ${r.uart.rxBytes} in`);
+  return `${lines.join("\n")}\n`;
+}
+
+export async function run(args: string[]): Promise<number> {
+  const { values, command } = parse(args);
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const config = resolveConfig(values, command, log);
+  const vm = Vm.start(config, { onOutput: (b) => process.stdout.write(b) });
+
+  const stdin = process.stdin;
+  const interactive = stdin.isTTY === true && command.length === 0;
+  const escaper = new ConsoleEscape();
+  const onData = (chunk: Buffer) => {
+    if (!interactive) {
+      vm.sendInput(chunk);
+      return;
+    }
+    const r = escaper.feed(chunk);
+    if (r.forward.length > 0) vm.sendInput(r.forward);
+    if (r.help) process.stderr.write(CONSOLE_HELP);
+    if (r.quit) vm.stop();
+  };
+  if (interactive) {
+    stdin.setRawMode(true);
+    stdin.on("data", onData);
+    stdin.resume();
+  }
+  const onSignal = () => vm.stop();
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const result = await vm.wait();
+    if (values.stats === true) process.stderr.write(`\n${formatStats(result)}`);
+    if (result.reason === "exit") return command.length > 0 ? (result.exitStatus ?? 0) : 0;
+    if (result.reason === "stopped") {
+      if (result.timedOut) log(`vessel: ${result.detail}`);
+      return command.length > 0 ? 1 : result.timedOut ? 1 : 0;
+    }
+    log(`vessel: ${result.detail}`);
+    return result.reason === "reset" && command.length === 0 ? 0 : 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    if (interactive) {
+      stdin.setRawMode(false);
+      stdin.off("data", onData);
+      stdin.pause();
+    }
+  }
+}

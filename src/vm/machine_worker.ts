@@ -1,0 +1,288 @@
+/**
+ * The machine thread of a VMM process (brief, "Threading model"): owns guest memory, the buses and
+ * every device model, loads the kernel through boot/, and runs the engine:
+ *   - KVM: the boot vCPU runs here (KvmEngine.run); secondary vCPUs run in their own threads and
+ *     forward their I/O exits here through mailboxes;
+ *   - soft: the software CPU's loop runs here (SoftCpu.run(budget) between device polls).
+ * Console output goes to the main thread by postMessage; console input and stop requests come
+ * through shared memory (ConsoleRing, a control word), because this thread is busy in KVM_RUN or
+ * in the CPU loop and does not turn its event loop while the guest runs.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { guestRamRegions } from "../boot/e820.js";
+import type { EntryState } from "../boot/entry_state.js";
+import { loadLinux } from "../boot/linux_loader.js";
+import { HostClock } from "../devices/clock.js";
+import { PcPlatform } from "../devices/pc_platform.js";
+import { BusIo } from "../engines/kvm/bus_io.js";
+import { KvmEngine } from "../engines/kvm/engine.js";
+import { describeVmEvent } from "../engines/kvm/run_loop.js";
+import { VesselError } from "../errors.js";
+import { GuestMemory } from "../memory/guest_memory.js";
+import type { VmConfig } from "./config.js";
+import { ConsoleRing } from "./console_ring.js";
+import { MachineDevices, type MachineStop } from "./machine.js";
+
+export interface MachineWorkerData {
+  config: VmConfig;
+  kernel: Uint8Array;
+  initrd?: Uint8Array;
+  input: SharedArrayBuffer;
+  /** Int32 [0]: the main thread asks to stop (Ctrl-A x, a signal, the API). */
+  control: SharedArrayBuffer;
+}
+
+/** How a run ended, for the CLI and the API. */
+export interface VmResult {
+  engine: "kvm" | "soft";
+  /**
+   * exit: the guest wrote its status to the debug-exit port; stopped: the VMM stopped it (user,
+   * timeout); reset: the guest reset the machine (i8042, KVM system event); shutdown: triple fault
+   * or a guest power-off; crash: the engine could not go on (internal error, failed entry,
+   * unimplemented instruction).
+   */
+  reason: "exit" | "stopped" | "reset" | "shutdown" | "crash";
+  exitStatus?: number;
+  /** A sentence, with the register dump for crashes. */
+  detail: string;
+  timedOut: boolean;
+  /** Time from machine start to the guest's "userspace started" marker. */
+  bootToUserspaceMs?: number;
+  wallMs: number;
+  /** KVM: VM exits by reason, all vCPUs. */
+  exits?: Record<string, number>;
+  /** Soft engine: instructions executed. */
+  instructions?: number;
+  unclaimed: { portReads: number; portWrites: number; mmioReads: number; mmioWrites: number };
+  uart: { txBytes: number; rxBytes: number };
+}
+
+export type MachineMessage =
+  | { t: "ready"; kickLink?: SharedArrayBuffer }
+  | { t: "out"; data: Uint8Array }
+  | { t: "userspace"; ms: number }
+  | { t: "done"; result: VmResult }
+  | { t: "error"; message: string; code: string; usage: boolean };
+
+const data = workerData as MachineWorkerData;
+const post = (m: MachineMessage) => parentPort!.postMessage(m);
+const control = new Int32Array(data.control);
+const input = new ConsoleRing(data.input);
+const clock = new HostClock();
+
+function output(bytes: Uint8Array | number): void {
+  post({ t: "out", data: typeof bytes === "number" ? Uint8Array.of(bytes) : bytes.slice() });
+}
+
+function feedInput(dev: MachineDevices): void {
+  const room = dev.uart.rxSpace();
+  if (room > 0 && input.available() > 0) dev.uart.receive(input.read(room));
+}
+
+function summary(
+  dev: MachineDevices,
+  started: number,
+): Pick<VmResult, "unclaimed" | "uart" | "wallMs" | "bootToUserspaceMs"> {
+  const ns = dev.debugExit.userspaceStartedNs;
+  return {
+    unclaimed: {
+      portReads: dev.ports.unclaimedReads,
+      portWrites: dev.ports.unclaimedWrites,
+      mmioReads: dev.mmio.unclaimedReads,
+      mmioWrites: dev.mmio.unclaimedWrites,
+    },
+    uart: { txBytes: dev.uart.stats.txBytes, rxBytes: dev.uart.stats.rxBytes },
+    wallMs: performance.now() - started,
+    ...(ns === undefined ? {} : { bootToUserspaceMs: ns / 1e6 }),
+  };
+}
+
+function stopResult(
+  why: MachineStop | undefined,
+): Pick<VmResult, "reason" | "exitStatus" | "detail"> | undefined {
+  if (why === undefined) return undefined;
+  if (why.kind === "exit") {
+    return { reason: "exit", exitStatus: why.status, detail: `the guest exited with status ${why.status}` };
+  }
+  return { reason: "reset", detail: "the guest reset the machine (i8042 reset line)" };
+}
+
+function load(memory: GuestMemory, arch: "x86_64" | "i386", acpi: boolean): EntryState {
+  const c = data.config;
+  return loadLinux(memory, {
+    kernel: data.kernel,
+    initrd: data.initrd,
+    cmdline: c.cmdline,
+    memSize: c.memBytes,
+    cpus: c.cpus,
+    virtioDevices: [],
+    arch,
+    acpi,
+    kernelName: c.kernel,
+  });
+}
+
+async function runKvm(): Promise<VmResult> {
+  const c = data.config;
+  const started = performance.now();
+  const engine = KvmEngine.create({
+    memoryBytes: c.memBytes,
+    cpus: c.cpus,
+    ...(c.kvmPath === undefined ? {} : { kvmPath: c.kvmPath }),
+  });
+  try {
+    let why: MachineStop | undefined;
+    const dev = new MachineDevices({
+      clock,
+      irq: (n) => engine.irqLine(n),
+      output,
+      stop: (w) => {
+        why ??= w;
+        engine.requestStop();
+      },
+    });
+    dev.rtc?.setMemorySize(Math.min(c.memBytes, 0xc000_0000), Math.max(0, c.memBytes - 0xc000_0000));
+    let marked = false;
+    const entry = load(engine.memory, "x86_64", true);
+    post({ t: "ready", kickLink: engine.machineLink.buffer });
+    const result = await engine.run(entry, new BusIo(dev.ports, dev.mmio), {
+      ...(c.timeoutMs === undefined ? {} : { timeoutMs: c.timeoutMs }),
+      poll: () => {
+        feedInput(dev);
+        if (Atomics.load(control, 0) !== 0) engine.requestStop();
+        const rtc = dev.rtc;
+        if (rtc !== undefined && clock.nowNs() >= rtc.nextDeadlineNs()) rtc.advance();
+        if (!marked && dev.debugExit.userspaceStartedNs !== undefined) {
+          marked = true;
+          post({ t: "userspace", ms: dev.debugExit.userspaceStartedNs / 1e6 });
+        }
+      },
+    });
+    const base = {
+      engine: "kvm" as const,
+      timedOut: result.timedOut,
+      exits: result.exits,
+      ...summary(dev, started),
+    };
+    const byDevice = stopResult(why);
+    if (byDevice !== undefined) return { ...base, ...byDevice };
+    const e = result.event;
+    const cpu = result.cpu === 0 ? "" : `cpu ${result.cpu}: `;
+    switch (e.kind) {
+      case "stopped":
+        return {
+          ...base,
+          reason: "stopped",
+          detail: result.timedOut ? "the time limit was reached" : "stopped by the user",
+        };
+      case "system_event":
+        return {
+          ...base,
+          reason: e.type === "reset" ? "reset" : e.type === "crash" ? "crash" : "shutdown",
+          detail: cpu + describeVmEvent(e),
+        };
+      case "shutdown":
+      case "hlt":
+        return { ...base, reason: "shutdown", detail: cpu + describeVmEvent(e) };
+      default:
+        return { ...base, reason: "crash", detail: cpu + describeVmEvent(e) };
+    }
+  } finally {
+    engine.close();
+  }
+}
+
+/**
+ * The soft engine's loop (helper D's SoftCpu in src/engines/soft/): one CPU, the PC chipset of
+ * devices/pc_platform.ts (PIC, PIT, RTC) in this thread, the 32-bit entry of an i386 kernel.
+ */
+async function runSoft(): Promise<VmResult> {
+  const c = data.config;
+  const started = performance.now();
+  const { SoftCpu } = await import("../engines/soft/soft_cpu.js");
+  const memory = GuestMemory.shared(guestRamRegions(c.memBytes));
+  const platform = new PcPlatform({ clock, apic: false });
+  let why: MachineStop | undefined;
+  const dev = new MachineDevices({
+    clock,
+    irq: (n) => platform.irqLine(n),
+    output,
+    stop: (w) => {
+      why ??= w;
+    },
+    rtc: false,
+  });
+  platform.attach(dev.ports, dev.mmio);
+  platform.rtc.setMemorySize(Math.min(c.memBytes, 0xc000_0000), Math.max(0, c.memBytes - 0xc000_0000));
+  const entry = load(memory, "i386", false);
+  const cpu = new SoftCpu({
+    memory,
+    ports: dev.ports,
+    mmio: dev.mmio,
+    interrupts: platform,
+    clock,
+    tscHz: platform.tscHz,
+    apic: false,
+    poll: () => {
+      const now = clock.nowNs();
+      if (now >= platform.nextDeadlineNs()) platform.advance(now);
+    },
+  });
+  cpu.loadEntryState(entry);
+  post({ t: "ready" });
+  const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;
+  let marked = false;
+  let lastTurn = performance.now();
+  for (;;) {
+    const stop = cpu.run(200_000);
+    feedInput(dev);
+    if (!marked && dev.debugExit.userspaceStartedNs !== undefined) {
+      marked = true;
+      post({ t: "userspace", ms: dev.debugExit.userspaceStartedNs / 1e6 });
+    }
+    const base = {
+      engine: "soft" as const,
+      instructions: cpu.cpu.instructions,
+      timedOut: false,
+      ...summary(dev, started),
+    };
+    const byDevice = stopResult(why);
+    if (byDevice !== undefined) return { ...base, ...byDevice };
+    if (Atomics.load(control, 0) !== 0) return { ...base, reason: "stopped", detail: "stopped by the user" };
+    if (performance.now() > deadline)
+      return { ...base, reason: "stopped", timedOut: true, detail: "the time limit was reached" };
+    if (stop.kind === "halted") {
+      // HLT with interrupts on: sleep until the next timer deadline or console input.
+      const waitMs = (platform.nextDeadlineNs() - clock.nowNs()) / 1e6;
+      if (waitMs > 0 && !platform.hasInterrupt()) input.waitForData(Math.min(waitMs, 10));
+      platform.advance(clock.nowNs());
+    } else if (stop.kind === "shutdown") {
+      return { ...base, reason: "shutdown", detail: `${stop.reason}\n${stop.report}` };
+    } else if (stop.kind === "unimplemented") {
+      return {
+        ...base,
+        reason: "crash",
+        detail: `the soft CPU met an instruction it does not implement\n${stop.report}`,
+      };
+    }
+    // Let queued messages (console output) flow now and then: postMessage needs no turn of our
+    // loop, but a long-running loop should still yield rarely for worker housekeeping.
+    if (performance.now() - lastTurn > 1000) {
+      lastTurn = performance.now();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+}
+
+try {
+  const result = data.config.engine === "kvm" ? await runKvm() : await runSoft();
+  post({ t: "done", result });
+} catch (err) {
+  const e = err as Error;
+  post({
+    t: "error",
+    message: e.message ?? String(err),
+    code: err instanceof VesselError ? err.code : "VM_MACHINE",
+    usage: err instanceof VesselError && /^(BOOT_|VM_)/.test(err.code),
+  });
+}

@@ -1,0 +1,150 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { probeEngine } from "../../src/vm/engine_probe.js";
+import { syntheticBzImage } from "../boot/synthetic_bzimage.js";
+
+/**
+ * `vessel vm run` as a user runs it (the real CLI in a child process). The KVM path boots a
+ * synthetic bzImage whose 64-bit entry is our own payload (payloads/hello_kernel.asm): real
+ * boot/ loading (boot_params, page tables, GDT), real devices (COM1, debug-exit), the KVM engine
+ * on this host's /dev/kvm, and the guest's exit status as Vessel's.
+ */
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "../../..");
+const bin = join(root, "bin/vessel.js");
+const tmp = mkdtempSync(join(tmpdir(), "vessel-vmrun-"));
+
+function vessel(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [bin, "vm", "run", ...args], {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    timeout: 60000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function helloKernel(): string | undefined {
+  const out = join(tmp, "hello.bin");
+  const r = spawnSync("nasm", ["-f", "bin", "-o", out, join(root, "test/vm/payloads/hello_kernel.asm")]);
+  if (r.status !== 0) return undefined;
+  const image = syntheticBzImage({ payloadSize: 4096 });
+  const setupSize = (image[0x1f1]! + 1) * 512;
+  image.set(readFileSync(out), setupSize + 0x200); // startup_64 = protected-mode start + 0x200
+  const path = join(tmp, "hello.bzImage");
+  writeFileSync(path, image);
+  return path;
+}
+
+const kvmSkip = spawnSync("nasm", ["-v"]).status !== 0 ? "nasm is not installed" : undefined;
+const noKvm = existsSync("/dev/kvm") ? undefined : "no /dev/kvm on this host";
+
+for (const cpus of [1, 2]) {
+  test(`vm run --engine kvm --cpus ${cpus} boots a bzImage and exits with the guest's status`, {
+    skip: kvmSkip ?? noKvm,
+  }, () => {
+    const kernel = helloKernel()!;
+    const r = vessel([
+      "--engine",
+      "kvm",
+      "--kernel",
+      kernel,
+      "--mem",
+      "64M",
+      "--cpus",
+      String(cpus),
+      "--stats",
+      "--",
+      "true",
+    ]);
+    assert.equal(r.status, 7, r.stderr);
+    assert.match(r.stdout, /hello from a bzImage: HdrS\n/);
+    assert.match(r.stderr, /engine {8}kvm/);
+    assert.match(r.stderr, /VM exits/);
+    assert.match(r.stderr, /io {15}\d+/);
+    assert.match(r.stderr, /to userspace {2}\d/);
+  });
+}
+
+test("vm run --engine kvm without /dev/kvm says what to do", () => {
+  const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname"], { VESSEL_KVM_PATH: "/nonexistent/kvm" });
+  assert.equal(r.status, 1);
+  assert.match(
+    r.stderr,
+    /no \/nonexistent\/kvm: this host has no KVM; run with --engine soft, or enable virtualization/,
+  );
+});
+
+test("vm run with a kernel that is not a bzImage says so", { skip: noKvm }, () => {
+  const notKernel = join(tmp, "not-a-kernel");
+  writeFileSync(notKernel, "just some text, not a kernel\n".repeat(100));
+  const r = vessel(["--engine", "kvm", "--kernel", notKernel]);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /not-a-kernel/);
+  assert.match(r.stderr, /bzImage/i);
+});
+
+test("vm run rejects unknown flags with the usage", () => {
+  const r = vessel(["--bogus"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /bogus/);
+  assert.match(r.stderr, /usage: vessel vm run/);
+});
+
+test("vm run rejects too small --mem with the minimum", () => {
+  const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname", "--mem", "8M"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--mem 8M is too small: a Linux guest needs at least 32 MiB \(try --mem 256M\)/);
+});
+
+test("vm run rejects a bad --mem, --cpus and --engine", () => {
+  assert.match(vessel(["--mem", "lots"]).stderr, /--mem "lots" is not a size/);
+  assert.match(vessel(["--cpus", "0"]).stderr, /--cpus "0" must be a whole number/);
+  const e = vessel(["--engine", "vmware"]);
+  assert.equal(e.status, 2);
+  assert.match(e.stderr, /--engine "vmware" is not an engine: use kvm or soft/);
+});
+
+test("vm run with a missing kernel file names it", () => {
+  const r = vessel(["--engine", "kvm", "--kernel", "/nonexistent/bzImage"]);
+  assert.equal(r.status, 2);
+  assert.match(
+    r.stderr,
+    /kernel "\/nonexistent\/bzImage" does not exist: give an existing file with --kernel/,
+  );
+});
+
+test("vm run --cpus 2 on the soft engine says it runs one CPU", () => {
+  const r = vessel(["--engine", "soft", "--cpus", "2", "--kernel", "/etc/hostname"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /the soft engine runs one CPU/);
+});
+
+test("vm run with too little memory for the kernel and initrd says how much to give", { skip: noKvm }, () => {
+  const kernel = helloKernel() ?? join(tmp, "k");
+  const big = join(tmp, "big.initrd");
+  writeFileSync(big, new Uint8Array(40 << 20));
+  const r = vessel(["--engine", "kvm", "--kernel", kernel, "--initrd", big, "--mem", "48M"]);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /too small/);
+  assert.match(r.stderr, /--mem/);
+});
+
+test("the engine probe picks the soft engine on PVM and without /dev/kvm, and says why", () => {
+  const sys = join(tmp, "sys-module");
+  mkdirSync(join(sys, "kvm_pvm"), { recursive: true });
+  const fakeKvm = join(tmp, "kvm");
+  writeFileSync(fakeKvm, "");
+  assert.deepEqual(probeEngine(fakeKvm, sys), {
+    engine: "soft",
+    reason: `using the soft engine: ${fakeKvm} is PVM, a nested software hypervisor that cannot boot stock kernels`,
+  });
+  assert.deepEqual(probeEngine("/nonexistent/kvm", sys), {
+    engine: "soft",
+    reason: "using the soft engine: this host has no /nonexistent/kvm",
+  });
+});
