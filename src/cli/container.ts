@@ -232,28 +232,18 @@ async function execVerb(m: Manager, args: string[]): Promise<number> {
   if (ref === undefined) throw new UsageError("NO_CONTAINER", "exec needs a container and a command");
   const interactive = bool(p, "interactive");
   const tty = bool(p, "tty");
-  const child = m.exec(
-    ref,
-    cmd,
-    {
-      tty,
-      interactive,
-      env: list(p, "env"),
-      ...(str(p, "user") ? { user: str(p, "user")! } : {}),
-      ...(str(p, "workdir") ? { workdir: str(p, "workdir")! } : {}),
-    },
-    tty ? "inherit" : [interactive ? "inherit" : "ignore", "inherit", "inherit"],
-  );
-  if (bool(p, "detach")) {
-    child.unref();
-    return 0;
-  }
+  if (bool(p, "detach")) throw new UsageError("BAD_FLAG", "exec -d is not supported");
+  // the process gets this terminal as its stdio: with -t a shell sees a tty, as with docker exec -it
+  void interactive;
   const ignore = () => undefined;
   process.on("SIGINT", ignore);
   try {
-    return await new Promise<number>((resolve) =>
-      child.on("close", (code, sig) => resolve(code ?? (sig ? 128 + 9 : 1))),
-    );
+    return await m.exec(ref, cmd, {
+      tty,
+      env: list(p, "env"),
+      ...(str(p, "user") ? { user: str(p, "user")! } : {}),
+      ...(str(p, "workdir") ? { workdir: str(p, "workdir")! } : {}),
+    });
   } finally {
     process.off("SIGINT", ignore);
   }
@@ -270,11 +260,11 @@ async function stop(m: Manager, args: string[]): Promise<number> {
   return 0;
 }
 
-function kill(m: Manager, args: string[]): number {
+async function kill(m: Manager, args: string[]): Promise<number> {
   const p = parseDockerArgs(args, { signal: { short: "s", value: true } }, false);
   if (p.positionals.length === 0) throw new UsageError("NO_CONTAINER", "kill needs at least one container");
   for (const ref of p.positionals) {
-    m.kill(ref, str(p, "signal") ?? "SIGKILL");
+    await m.kill(ref, str(p, "signal") ?? "SIGKILL");
     process.stdout.write(`${ref}\n`);
   }
   return 0;

@@ -26,7 +26,7 @@ import type { ImageRecord, ImageStore } from "../image/store.js";
 import { writeTreeTar } from "../image/tar_writer.js";
 import { DEFAULT_CAPS, resolveUser } from "../manager/oci_config.js";
 import { mountRootfs, removeCgroups, unmount } from "../manager/rootfs.js";
-import { defaultDriver, type RuntimeDriver } from "../manager/runtime_driver.js";
+import { buildDriver, type RuntimeDriver } from "../manager/runtime_driver.js";
 import { buildBusyboxImage, buildDebianImage, type Progress } from "./base_images.js";
 import { type Instruction, parseBuildFile } from "./dockerfile.js";
 
@@ -277,7 +277,7 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
         layer = await copyStep(store, state, step, context, exec.WorkingDir ?? "/");
         break;
       case "RUN":
-        driver ??= defaultDriver(store.root.replace(/\/image$/, ""));
+        driver ??= buildDriver(store.root.replace(/\/image$/, ""));
         layer = await runStep(store, state, step, args, driver, label, progress, opts.output);
         break;
     }
@@ -440,13 +440,11 @@ async function runStep(
     };
     writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
     const started = Date.now();
-    const child = driver.run(
-      id,
-      bundle,
-      join(dir, "pid"),
-      ["ignore", "pipe", "pipe"],
-      join(dir, "runtime.log"),
-    );
+    const child = driver.run(id, bundle, {
+      pidFile: join(dir, "pid"),
+      logFile: join(dir, "runtime.log"),
+      stdio: "pipe",
+    });
     const onData = (b: Buffer) => {
       const text = b.toString();
       tail = (tail + text).slice(-8000);
@@ -461,10 +459,7 @@ async function runStep(
         ),
       15000,
     );
-    const code = await new Promise<number>((res) => {
-      child.on("close", (c, sig) => res(c ?? (sig ? 128 : 1)));
-      child.on("error", () => res(127));
-    });
+    const code = await child.exit;
     clearInterval(ticker);
     if (code !== 0) {
       let runtimeMsg = "";
@@ -490,7 +485,7 @@ async function runStep(
     store.adoptFile(out, digest);
     return { mediaType: "application/vnd.oci.image.layer.v1.tar", digest, size };
   } finally {
-    driver.delete(id);
+    await driver.delete(id);
     unmount(rootfs);
     removeCgroups(`/vessel/${id}`);
     rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn, type StdioOptions } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../../errors.js";
 import { shortId } from "../image/digest.js";
@@ -7,7 +7,7 @@ import { defaultRoot, ImageStore } from "../image/store.js";
 import { leftovers as networkLeftovers } from "../network/bridge.js";
 import { ManagerError } from "./errors.js";
 import { supervise, teardown } from "./monitor.js";
-import { cgroupsPath } from "./oci_config.js";
+import { cgroupsPath, resolveUser } from "./oci_config.js";
 import {
   mergeEnv,
   type NetworkMode,
@@ -72,8 +72,8 @@ export class Manager {
     this.images = new ImageStore(root);
   }
 
-  get driver(): RuntimeDriver {
-    this.driverCache ??= defaultDriver(this.root);
+  async driver(): Promise<RuntimeDriver> {
+    this.driverCache ??= await defaultDriver(this.root);
     return this.driverCache;
   }
 
@@ -174,19 +174,29 @@ export class Manager {
 
   /** Runs a created container attached to this process; returns its exit code. */
   async runAttached(id: string): Promise<number> {
-    return supervise(this.containers, id, { attached: true, driver: this.driver });
+    return supervise(this.containers, id, { attached: true, driver: await this.driver() });
   }
 
   /** Starts a created container under a detached monitor process; resolves once it runs. */
   async startDetached(id: string): Promise<number> {
     const main = new URL("./monitor_main.js", import.meta.url).pathname;
-    const logFd = openSync(this.containers.path(id, "monitor.log"), "a");
+    // The container's stdout and stderr are FIFOs: the monitor gets their write ends as its fds 1
+    // and 2 (the runtime hands those to the container) and reads the other ends into the log.
+    const fds: number[] = [];
+    for (const name of ["stdout.fifo", "stderr.fifo"]) {
+      const path = this.containers.path(id, name);
+      rmSync(path, { force: true });
+      const r = spawnSync("mkfifo", ["-m", "600", path], { encoding: "utf8" });
+      if (r.status !== 0)
+        throw new ManagerError("START_FAILED", `mkfifo ${path} failed: ${r.error?.message ?? r.stderr}`);
+      fds.push(openSync(path, fsConstants.O_RDWR));
+    }
     const child = spawn(process.execPath, [main, this.root, id], {
       detached: true,
-      stdio: ["ignore", logFd, logFd, "ipc"],
+      stdio: ["ignore", fds[0]!, fds[1]!, "ipc"],
       env: { ...process.env, VESSEL_ROOT: this.root },
     });
-    closeSync(logFd);
+    for (const fd of fds) closeSync(fd);
     try {
       return await new Promise<number>((resolve, reject) => {
         child.on("message", (m: { type: string; pid?: number; message?: string; code?: string }) => {
@@ -247,9 +257,10 @@ export class Manager {
     const { config, state } = this.view(ref);
     if (state.status !== "running") return config.id;
     this.containers.updateState(config.id, { stopRequested: true });
-    this.driver.kill(config.id, config.stopSignal);
+    const driver = await this.driver();
+    driver.kill(config.id, config.stopSignal);
     if (await this.waitDone(config.id, timeoutSec * 1000)) return config.id;
-    this.driver.kill(config.id, "SIGKILL", true);
+    driver.kill(config.id, "SIGKILL", true);
     if (!(await this.waitDone(config.id, 10_000))) {
       throw new ManagerError("STOP_FAILED", `container ${config.name} did not stop after SIGKILL`, {
         id: config.id,
@@ -258,7 +269,7 @@ export class Manager {
     return config.id;
   }
 
-  kill(ref: string, signal = "SIGKILL"): string {
+  async kill(ref: string, signal = "SIGKILL"): Promise<string> {
     const { config, state } = this.view(ref);
     if (state.status !== "running") {
       throw new ManagerError("NOT_RUNNING", `container ${config.name} is not running`, { id: config.id });
@@ -269,7 +280,7 @@ export class Manager {
       : signal.toUpperCase().startsWith("SIG")
         ? signal.toUpperCase()
         : `SIG${signal.toUpperCase()}`;
-    if (!this.driver.kill(config.id, sig))
+    if (!(await this.driver()).kill(config.id, sig))
       throw new ManagerError("NOT_RUNNING", `cannot signal container ${config.name}`);
     return config.id;
   }
@@ -291,7 +302,7 @@ export class Manager {
         });
       }
       this.containers.updateState(id, { stopRequested: true, status: "removing" });
-      this.driver.kill(id, "SIGKILL", true);
+      (await this.driver()).kill(id, "SIGKILL", true);
       if (!(await this.waitDone(id, 15_000)) && state.monitorPid) {
         try {
           process.kill(state.monitorPid, "SIGKILL");
@@ -300,35 +311,31 @@ export class Manager {
         }
       }
     }
-    teardown(this.containers, id, this.driver);
+    await teardown(this.containers, id, await this.driver());
     rmSync(this.containers.path(id), { recursive: true, force: true });
     return id;
   }
 
-  /** Runs a command in a running container; the child's exit is the command's. */
-  exec(
+  /** Runs a command in a running container with this process's stdio; resolves with its status. */
+  async exec(
     ref: string,
     args: string[],
-    opts: { tty?: boolean; interactive?: boolean; env?: string[]; user?: string; workdir?: string },
-    stdio: StdioOptions,
-  ): ChildProcess {
+    opts: { tty?: boolean; env?: string[]; user?: string; workdir?: string } = {},
+  ): Promise<number> {
     const { config, state } = this.view(ref);
     if (state.status !== "running") {
       throw new ManagerError("NOT_RUNNING", `container ${config.name} is not running`, { id: config.id });
     }
     if (args.length === 0) throw new UsageError("NO_COMMAND", "exec needs a command");
-    return this.driver.exec(
-      config.id,
+    const user = resolveUser(this.containers.path(config.id, "bundle", "rootfs"), opts.user ?? config.user);
+    const env = mergeEnv(config.env, [`HOME=${user.home}`, `HOSTNAME=${config.hostname}`], opts.env ?? []);
+    return (await this.driver()).exec(config.id, {
       args,
-      {
-        tty: opts.tty ?? false,
-        interactive: opts.interactive ?? false,
-        env: opts.env ?? [],
-        ...(opts.user ? { user: opts.user } : {}),
-        ...(opts.workdir ? { cwd: opts.workdir } : {}),
-      },
-      stdio,
-    );
+      env,
+      user: { uid: user.uid, gid: user.gid },
+      cwd: opts.workdir ?? config.cwd,
+      tty: opts.tty ?? false,
+    });
   }
 
   logPath(ref: string): string {

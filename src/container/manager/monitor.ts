@@ -1,7 +1,14 @@
-import type { ChildProcess, StdioOptions } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection, createServer, type Server } from "node:net";
-import { constants } from "node:os";
+import {
+  constants as fsConstants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { createConnection, createServer, type Server, Socket } from "node:net";
 import { join } from "node:path";
 import { ImageStore } from "../image/store.js";
 import { addPortRules, Ipam, removePortRules, setupNetns, teardownNetns } from "../network/bridge.js";
@@ -25,6 +32,11 @@ export interface SuperviseOptions {
   /** Called once the first start succeeded (the runtime wrote the init pid). */
   onStarted?: (pid: number) => void;
   driver?: RuntimeDriver;
+  /**
+   * FIFOs that are this process's fds 1 and 2 (the detached monitor): the container inherits
+   * them, and the monitor reads their other end into the log.
+   */
+  fifos?: { stdout: string; stderr: string };
 }
 
 interface Prepared {
@@ -84,7 +96,11 @@ async function startProxies(cfg: ContainerConfig, ip: string): Promise<Server[]>
   return servers;
 }
 
-export async function prepare(store: ContainerStore, cfg: ContainerConfig): Promise<Prepared> {
+export async function prepare(
+  store: ContainerStore,
+  cfg: ContainerConfig,
+  runtimeTerminal: boolean,
+): Promise<Prepared> {
   const root = store.root;
   const images = new ImageStore(root);
   const img = images.resolve(cfg.imageId);
@@ -128,15 +144,16 @@ export async function prepare(store: ContainerStore, cfg: ContainerConfig): Prom
     ...(netnsPath !== undefined ? { netnsPath } : {}),
     etcFiles: { hosts: hostsFile, hostname: join(etc, "hostname"), resolv: join(etc, "resolv.conf") },
     volumeSources,
+    runtimeTerminal,
   });
   writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
   return { bundle, proxies, ...(ip ? { ip } : {}) };
 }
 
 /** Undoes prepare(): runtime state, overlay mount, network, ports, cgroups. Idempotent. */
-export function teardown(store: ContainerStore, id: string, driver?: RuntimeDriver): void {
+export async function teardown(store: ContainerStore, id: string, driver?: RuntimeDriver): Promise<void> {
   try {
-    (driver ?? defaultDriver(store.root)).delete(id);
+    await (driver ?? (await defaultDriver(store.root))).delete(id);
   } catch {
     // no runtime: nothing of it to delete
   }
@@ -162,31 +179,45 @@ function readRuntimeError(logFile: string): string | undefined {
   return msgs.length ? msgs.join("; ") : undefined;
 }
 
-async function waitForPid(child: ChildProcess, pidFile: string): Promise<number | undefined> {
+async function waitForPid(exit: Promise<number>, pidFile: string): Promise<number | undefined> {
   let exited = false;
-  child.once("exit", () => {
+  void exit.then(() => {
     exited = true;
   });
-  for (let i = 0; i < 6000; i++) {
+  for (let i = 0; i < 12000; i++) {
     if (existsSync(pidFile)) {
       const pid = Number(readFileSync(pidFile, "utf8").trim());
       if (pid > 0) return pid;
     }
-    if (exited || child.exitCode !== null) return undefined;
+    if (exited)
+      return existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8").trim()) || undefined : undefined;
     await new Promise((r) => setTimeout(r, 5));
   }
   return undefined;
 }
 
+/** Reads a FIFO without blocking a thread (a pipe handle on the event loop). */
+function openFifo(path: string, onData: (b: Buffer) => void): { socket: Socket; last: () => number } {
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  const socket = new Socket({ fd, readable: true, writable: false });
+  let lastData = Date.now();
+  socket.on("data", (b: Buffer) => {
+    lastData = Date.now();
+    onData(b);
+  });
+  socket.on("error", () => undefined);
+  return { socket, last: () => lastData };
+}
+
 /** Runs the container until it is done (restarts included) and returns its last exit code. */
 export async function supervise(store: ContainerStore, id: string, opts: SuperviseOptions): Promise<number> {
   const cfg = store.config(id);
-  const driver = opts.driver ?? defaultDriver(store.root);
+  const driver = opts.driver ?? (await defaultDriver(store.root));
   let prepared: Prepared;
   try {
-    prepared = await prepare(store, cfg);
+    prepared = await prepare(store, cfg, driver.canPipe);
   } catch (err) {
-    teardown(store, id, driver);
+    await teardown(store, id, driver);
     store.updateState(id, {
       status: "exited",
       exitCode: 125,
@@ -196,6 +227,12 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
     throw err;
   }
   const log = new LogWriter(store.path(id, "log.json"));
+  const fifoReaders = opts.fifos
+    ? [
+        openFifo(opts.fifos.stdout, (b) => log.write("stdout", b)),
+        openFifo(opts.fifos.stderr, (b) => log.write("stderr", b)),
+      ]
+    : [];
   const pidFile = store.path(id, "pid");
   const runtimeLog = store.path(id, "runtime.log");
   let started = false;
@@ -204,35 +241,29 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
     store.updateState(id, { stopRequested: true });
     driver.kill(id, sig);
   };
-  if (opts.attached) {
-    process.on("SIGINT", forward);
-    process.on("SIGTERM", forward);
-    process.on("SIGHUP", forward);
-  } else {
-    process.on("SIGTERM", forward);
-  }
+  const signals: NodeJS.Signals[] = opts.attached ? ["SIGINT", "SIGTERM", "SIGHUP"] : ["SIGTERM"];
+  for (const s of signals) process.on(s, forward);
+  // Attached: tee the container's output to the terminal and the log when the runtime can give
+  // pipes; otherwise (a terminal, or the library runtime) the container writes to the terminal.
+  const pipe = opts.attached && !cfg.tty && driver.canPipe;
   try {
     for (;;) {
       rmSync(pidFile, { force: true });
       rmSync(runtimeLog, { force: true });
-      const stdio: StdioOptions =
-        opts.attached && cfg.tty
-          ? "inherit"
-          : [opts.attached && cfg.interactive ? "inherit" : "ignore", "pipe", "pipe"];
-      const child = driver.run(id, prepared.bundle, pidFile, stdio, runtimeLog);
-      child.stdout?.on("data", (b: Buffer) => {
+      const handle = driver.run(id, prepared.bundle, {
+        pidFile,
+        logFile: runtimeLog,
+        stdio: pipe ? "pipe" : "inherit",
+      });
+      handle.stdout?.on("data", (b: Buffer) => {
         log.write("stdout", b);
-        if (opts.attached) process.stdout.write(b);
+        process.stdout.write(b);
       });
-      child.stderr?.on("data", (b: Buffer) => {
+      handle.stderr?.on("data", (b: Buffer) => {
         log.write("stderr", b);
-        if (opts.attached) process.stderr.write(b);
+        process.stderr.write(b);
       });
-      const exited = new Promise<number>((resolve) => {
-        child.on("close", (code, signal) => resolve(code ?? (signal ? 128 + (osSignal(signal) ?? 0) : 255)));
-        child.on("error", () => resolve(127));
-      });
-      const pid = await waitForPid(child, pidFile);
+      const pid = await waitForPid(handle.exit, pidFile);
       if (pid !== undefined) {
         store.updateState(id, {
           status: "running",
@@ -246,7 +277,12 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
           opts.onStarted?.(pid);
         }
       }
-      exitCode = await exited;
+      exitCode = await handle.exit;
+      // the FIFOs may still hold the container's last output
+      for (let i = 0; i < 100 && fifoReaders.some((f) => Date.now() - f.last() < 30); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      if (fifoReaders.length) await new Promise((r) => setTimeout(r, 20));
       log.flush();
       const runtimeError =
         pid === undefined
@@ -280,18 +316,13 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
     }
   } finally {
     log.close();
+    for (const f of fifoReaders) f.socket.destroy();
     for (const s of prepared.proxies) s.close();
-    process.off("SIGINT", forward);
-    process.off("SIGTERM", forward);
-    process.off("SIGHUP", forward);
-    teardown(store, id, driver);
+    for (const s of signals) process.off(s, forward);
+    await teardown(store, id, driver);
     if (cfg.autoRemove) rmSync(store.path(id), { recursive: true, force: true });
   }
   return exitCode;
-}
-
-function osSignal(name: string): number | undefined {
-  return (constants.signals as Record<string, number>)[name];
 }
 
 export { pidAlive };

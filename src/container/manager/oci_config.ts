@@ -118,6 +118,11 @@ export interface OciConfigInput {
   /** Files the manager writes per container and binds in: /etc/hosts, /etc/hostname, /etc/resolv.conf. */
   etcFiles: { hosts: string; hostname: string; resolv: string };
   volumeSources: string[];
+  /**
+   * Whether the runtime allocates a pty for `-t` (runc's foreground run does). When it does not,
+   * the container inherits the caller's terminal as its stdio instead.
+   */
+  runtimeTerminal: boolean;
 }
 
 export function cgroupsPath(id: string): string {
@@ -213,7 +218,7 @@ export function buildOciConfig(input: OciConfigInput): Record<string, unknown> {
   return {
     ociVersion: "1.0.2",
     process: {
-      terminal: cfg.tty,
+      terminal: cfg.tty && input.runtimeTerminal,
       user: {
         uid: user.uid,
         gid: user.gid,

@@ -1,80 +1,123 @@
-import { type ChildProcess, type StdioOptions, spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { appendFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { DEFAULT_CAPS } from "./oci_config.js";
 import { ManagerError } from "./errors.js";
 
 /**
- * How the manager drives an OCI runtime. The manager needs runc's foreground `run` contract: a
- * child process that creates and starts the container, holds its stdio, forwards signals and
- * exits with the container's status (128+signal when a signal killed it), plus kill, exec, delete
- * and state.
+ * How the manager drives an OCI runtime. It needs runc's foreground `run` contract: create and
+ * start the container, wait for it, and end with its status (128+signal when a signal killed it);
+ * plus kill, exec, delete and state.
  *
- * `OciCliDriver` speaks runc's command line, so any runc-compatible runtime fits: Debian's runc
- * (the default until Vessel's own runtime can run containers on this host) or Vessel's
- * `vessel-runc` (`VESSEL_OCI_RUNTIME=vessel-runc`, or a path).
+ * - `LibraryDriver` calls Vessel's own runtime (src/container/runtime.ts, `Runtime`) in this
+ *   process: no runtime subprocess, only the runtime's nsexec helper. The container inherits
+ *   this process's stdio (the runtime's helper hands it fds 0-2), so output capture is done by
+ *   giving the process the right fds (the detached monitor's fds 1 and 2 are FIFOs it reads).
+ * - `OciCliDriver` speaks runc's command line, so any runc-compatible runtime fits: Debian's runc
+ *   or crun, or Vessel's own `vessel-runc`. It can also hand the container pipes, which builds use
+ *   to show a failing step's output.
+ * The default is the library when its helper is built; `VESSEL_OCI_RUNTIME=runc|crun|vessel-runc|PATH`
+ * picks a CLI runtime.
  */
 
-export interface ExecOptions {
-  tty: boolean;
-  interactive: boolean;
+export interface ExecRequest {
+  args: string[];
   env: string[];
-  user?: string;
-  cwd?: string;
+  /** uid[:gid] */
+  user?: { uid: number; gid: number };
+  cwd: string;
+  tty: boolean;
+}
+
+export interface RunHandle {
+  /** Resolves with the container's exit status; never rejects (a failed start is 125-127). */
+  exit: Promise<number>;
+  stdout: Readable | null;
+  stderr: Readable | null;
 }
 
 export interface RuntimeDriver {
   readonly name: string;
+  /** Whether run() with `pipe` gives the container's output as streams. */
+  readonly canPipe: boolean;
   /** `logFile` receives the runtime's own messages (JSON lines), apart from the container's output. */
-  run(id: string, bundle: string, pidFile: string, stdio: StdioOptions, logFile?: string): ChildProcess;
-  exec(id: string, args: string[], opts: ExecOptions, stdio: StdioOptions): ChildProcess;
+  run(
+    id: string,
+    bundle: string,
+    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
+  ): RunHandle;
+  /** Runs a process in a running container with this process's stdio; resolves with its status. */
+  exec(id: string, req: ExecRequest): Promise<number>;
   kill(id: string, signal: string, all?: boolean): boolean;
-  delete(id: string): void;
+  delete(id: string): Promise<void>;
   state(id: string): { status: string; pid: number } | undefined;
+}
+
+function childExit(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 + signalNumber(signal) : 255)));
+    child.on("error", () => resolve(127));
+  });
+}
+
+function signalNumber(name: string): number {
+  const table: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+  return table[name] ?? 0;
 }
 
 export class OciCliDriver implements RuntimeDriver {
   readonly name: string;
+  readonly canPipe = true;
 
   constructor(
     private readonly argv0: string[],
     private readonly root: string,
   ) {
-    this.name = argv0.join(" ");
+    this.name = argv0.at(-1)!.split("/").at(-1)!;
   }
 
   private args(...rest: string[]): string[] {
     return [...this.argv0.slice(1), "--root", this.root, ...rest];
   }
 
-  run(id: string, bundle: string, pidFile: string, stdio: StdioOptions, logFile?: string): ChildProcess {
-    const log = logFile ? ["--log", logFile, "--log-format", "json"] : [];
-    return spawn(
+  run(
+    id: string,
+    bundle: string,
+    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
+  ): RunHandle {
+    const child = spawn(
       this.argv0[0]!,
       [
         ...this.argv0.slice(1),
-        ...log,
+        "--log",
+        opts.logFile,
+        "--log-format",
+        "json",
         "--root",
         this.root,
         "run",
         "--bundle",
         bundle,
         "--pid-file",
-        pidFile,
+        opts.pidFile,
         id,
       ],
-      {
-        stdio,
-      },
+      { stdio: opts.stdio === "pipe" ? ["ignore", "pipe", "pipe"] : "inherit" },
     );
+    return { exit: childExit(child), stdout: child.stdout, stderr: child.stderr };
   }
 
-  exec(id: string, args: string[], opts: ExecOptions, stdio: StdioOptions): ChildProcess {
+  exec(id: string, req: ExecRequest): Promise<number> {
     const flags: string[] = [];
-    if (opts.tty) flags.push("--tty");
-    for (const e of opts.env) flags.push("--env", e);
-    if (opts.user) flags.push("--user", opts.user);
-    if (opts.cwd) flags.push("--cwd", opts.cwd);
-    return spawn(this.argv0[0]!, this.args("exec", ...flags, id, ...args), { stdio });
+    if (req.tty) flags.push("--tty");
+    for (const e of req.env) flags.push("--env", e);
+    if (req.user) flags.push("--user", `${req.user.uid}:${req.user.gid}`);
+    flags.push("--cwd", req.cwd);
+    return childExit(
+      spawn(this.argv0[0]!, this.args("exec", ...flags, id, ...req.args), { stdio: "inherit" }),
+    );
   }
 
   kill(id: string, signal: string, all = false): boolean {
@@ -84,7 +127,7 @@ export class OciCliDriver implements RuntimeDriver {
     return r.status === 0;
   }
 
-  delete(id: string): void {
+  async delete(id: string): Promise<void> {
     spawnSync(this.argv0[0]!, this.args("delete", "--force", id), { encoding: "utf8" });
   }
 
@@ -100,27 +143,109 @@ export class OciCliDriver implements RuntimeDriver {
   }
 }
 
+type RuntimeModule = typeof import("../runtime.js");
+type LogModule = typeof import("../log.js");
+
+/** Vessel's own runtime, called as a library in this process. */
+export class LibraryDriver implements RuntimeDriver {
+  readonly name = "vessel (library)";
+  readonly canPipe = false;
+
+  constructor(
+    private readonly mod: RuntimeModule,
+    private readonly logMod: LogModule,
+    private readonly root: string,
+  ) {}
+
+  private runtime(logFile?: string) {
+    return new this.mod.Runtime({ root: this.root, log: new this.logMod.RuntimeLog(logFile, "json") });
+  }
+
+  run(
+    id: string,
+    bundle: string,
+    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
+  ): RunHandle {
+    if (opts.stdio === "pipe")
+      throw new ManagerError("START_FAILED", "the library runtime cannot give the container pipes");
+    const exit = this.runtime(opts.logFile)
+      .run(id, { bundle, pidFile: opts.pidFile })
+      .catch((err: Error) => {
+        appendFileSync(
+          opts.logFile,
+          `${JSON.stringify({ level: "error", msg: err.message, time: new Date().toISOString() })}\n`,
+        );
+        return /executable file not found|no such file/i.test(err.message) ? 127 : 125;
+      });
+    return { exit, stdout: null, stderr: null };
+  }
+
+  async exec(id: string, req: ExecRequest): Promise<number> {
+    return this.runtime().exec(id, {
+      terminal: false,
+      user: req.user ?? { uid: 0, gid: 0 },
+      args: req.args,
+      env: req.env,
+      cwd: req.cwd,
+      capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
+    });
+  }
+
+  kill(id: string, signal: string, all = false): boolean {
+    try {
+      this.runtime().kill(id, signal, { all });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    try {
+      await this.runtime().delete(id, { force: true });
+    } catch {
+      // not there: nothing to delete
+    }
+  }
+
+  state(id: string): { status: string; pid: number } | undefined {
+    try {
+      const s = this.runtime().state(id);
+      return { status: s.status, pid: s.pid ?? 0 };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
 function which(name: string): string | undefined {
-  for (const dir of (
-    process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-  ).split(":")) {
+  const dirs = [
+    ...(process.env.PATH ?? "").split(":"),
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+  ];
+  for (const dir of dirs) {
+    if (dir === "") continue;
     const p = join(dir, name);
     if (existsSync(p)) return p;
   }
-  for (const dir of ["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-    if (existsSync(join(dir, name))) return join(dir, name);
   return undefined;
 }
 
-/** The runtime the manager uses: `VESSEL_OCI_RUNTIME` (runc, crun, vessel-runc or a path), else runc. */
-export function defaultDriver(vesselRoot: string): RuntimeDriver {
-  const want = process.env.VESSEL_OCI_RUNTIME ?? "runc";
+const VESSEL_RUNC = fileURLToPath(new URL("../../../../bin/vessel-runc.js", import.meta.url));
+const HELPER = fileURLToPath(new URL("../../../../native/build/vessel-nsexec", import.meta.url));
+
+/** A runc-compatible command line runtime: runc, crun, vessel-runc or a path. */
+export function cliDriver(vesselRoot: string, want: string): RuntimeDriver {
   let argv0: string[];
   if (want === "vessel-runc") {
-    const bin = new URL("../../../../bin/vessel-runc.js", import.meta.url).pathname;
-    if (!existsSync(bin))
-      throw new ManagerError("START_FAILED", `VESSEL_OCI_RUNTIME=vessel-runc but ${bin} is missing`);
-    argv0 = [process.execPath, bin];
+    if (!existsSync(VESSEL_RUNC))
+      throw new ManagerError("START_FAILED", `vessel-runc is missing (${VESSEL_RUNC})`);
+    argv0 = [process.execPath, VESSEL_RUNC];
   } else {
     const path = want.includes("/") ? want : which(want);
     if (path === undefined || !existsSync(path)) {
@@ -135,4 +260,29 @@ export function defaultDriver(vesselRoot: string): RuntimeDriver {
     argv0 = [path];
   }
   return new OciCliDriver(argv0, join(vesselRoot, "runtime", want.replace(/[^\w.-]/g, "_")));
+}
+
+/** The runtime for containers: VESSEL_OCI_RUNTIME, else Vessel's runtime library, else runc. */
+export async function defaultDriver(vesselRoot: string): Promise<RuntimeDriver> {
+  const want = process.env.VESSEL_OCI_RUNTIME;
+  if (want !== undefined && want !== "" && want !== "vessel") return cliDriver(vesselRoot, want);
+  if (existsSync(process.env.VESSEL_NSEXEC ?? HELPER)) {
+    const [mod, logMod] = await Promise.all([import("../runtime.js"), import("../log.js")]);
+    return new LibraryDriver(mod, logMod, join(vesselRoot, "runtime", "vessel"));
+  }
+  if (want === "vessel")
+    throw new ManagerError(
+      "START_FAILED",
+      `Vessel's runtime helper ${HELPER} is not built: run npm run build`,
+    );
+  return cliDriver(vesselRoot, "runc");
+}
+
+/** The runtime for build steps, which need the step's output as pipes: a CLI runtime. */
+export function buildDriver(vesselRoot: string): RuntimeDriver {
+  const want = process.env.VESSEL_OCI_RUNTIME;
+  if (want !== undefined && want !== "" && want !== "vessel") return cliDriver(vesselRoot, want);
+  return existsSync(process.env.VESSEL_NSEXEC ?? HELPER) && existsSync(VESSEL_RUNC)
+    ? cliDriver(vesselRoot, "vessel-runc")
+    : cliDriver(vesselRoot, "runc");
 }

@@ -35,6 +35,7 @@ test("build file: exec and shell forms of RUN, CMD and ENTRYPOINT", () => {
 
 test("build file: ARG and ENV substitute in later instructions, build args override defaults", () => {
   const text =
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: build-file syntax, not a template
     "ARG BASE=busybox\nFROM $BASE\nARG DIR=/srv\nENV APP=${DIR}/app X=1\nWORKDIR $APP\nCOPY a b $APP/\nEXPOSE 80 443/tcp";
   const steps = parseBuildFile(text, new Map([["DIR", "/opt"]]));
   assert.equal(steps[1]!.kind === "FROM" && steps[1]!.image, "busybox");
@@ -50,8 +51,10 @@ test("build file: ARG and ENV substitute in later instructions, build args overr
   assert.deepEqual(steps[6]!.kind === "EXPOSE" && steps[6]!.ports, ["80", "443/tcp"]);
 });
 
+// biome-ignore lint/suspicious/noTemplateCurlyInString: build-file syntax, not a template
 test("build file: ${VAR:-default} and ${VAR:+alt} and escaped dollars", () => {
   const vars = new Map([["A", "1"]]);
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: build-file syntax, not a template
   assert.equal(substitute("${A:-x} ${B:-y} ${A:+z} ${B:+w} \\$A", vars), "1 y z  $A");
 });
 
