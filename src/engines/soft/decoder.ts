@@ -28,6 +28,7 @@ export function decode(c: Cpu, start: number): Insn {
   let addr32 = c.cs32;
   let seg = -1;
   let rep = 0;
+  let lock = false;
   let b: number;
   for (;;) {
     b = c.read8(p);
@@ -36,9 +37,8 @@ export function decode(c: Cpu, start: number): Insn {
     else if (b === 0x67) addr32 = !addr32;
     else if (b === 0xf3) rep = 1;
     else if (b === 0xf2) rep = 2;
-    else if (b === 0xf0) {
-      // LOCK: accepted; a single-CPU interpreter is atomic anyway.
-    } else if (b === 0x26) seg = Seg.ES;
+    else if (b === 0xf0) lock = true;
+    else if (b === 0x26) seg = Seg.ES;
     else if (b === 0x2e) seg = Seg.CS;
     else if (b === 0x36) seg = Seg.SS;
     else if (b === 0x3e) seg = Seg.DS;
@@ -185,9 +185,46 @@ export function decode(c: Cpu, start: number): Insn {
   i.len = (p - start) | 0;
   if (i.len > 15) c.gp(0);
   i.handler = entry.h32 !== undefined && osize === 4 ? entry.h32 : entry.h!;
+  // LOCK is valid only on a read-modify-write of memory (SDM vol. 2 "LOCK"); #UD otherwise.
+  if (lock && !(i.isMem && lockable(opcode, i.reg))) i.handler = lockUd;
   i.name = entry.name;
   i.blockEnd = entry.blockEnd === true;
   return i;
+}
+
+const lockUd: Handler = (c) => c.ud();
+
+/** Opcodes (and group extensions) that accept a LOCK prefix with a memory destination. */
+function lockable(op: number, reg: number): boolean {
+  if (op < 0x40) return (op & 7) < 2 && (op & 0x38) !== 0x38;
+  switch (op) {
+    case 0x80:
+    case 0x81:
+    case 0x83:
+      return reg !== 7;
+    case 0x86:
+    case 0x87:
+    case 0x0fab:
+    case 0x0fb3:
+    case 0x0fbb:
+    case 0x0fb0:
+    case 0x0fb1:
+    case 0x0fc0:
+    case 0x0fc1:
+      return true;
+    case 0xf6:
+    case 0xf7:
+      return reg === 2 || reg === 3;
+    case 0xfe:
+    case 0xff:
+      return reg === 0 || reg === 1;
+    case 0x0fba:
+      return reg >= 5;
+    case 0x0fc7:
+      return reg === 1;
+    default:
+      return false;
+  }
 }
 
 /** Little-endian immediate of `n` bytes at linear `p` (unsigned for n < 4, int32 for n = 4). */

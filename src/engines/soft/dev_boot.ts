@@ -14,7 +14,7 @@ import { Pic8259Pair } from "../../devices/pic8259.js";
 import { Pit8254 } from "../../devices/pit8254.js";
 import { CmosRtc } from "../../devices/rtc.js";
 import { Uart16550 } from "../../devices/uart16550.js";
-import { cachedGuest, DEFAULT_CMDLINE } from "../../guest/default_guest.js";
+import { DEFAULT_CMDLINE, guestPaths } from "../../guest/default_guest.js";
 import { guestCommandParam } from "../../guest/init_script.js";
 import { GuestMemory } from "../../memory/guest_memory.js";
 import { SoftCpu } from "./soft_cpu.js";
@@ -23,8 +23,8 @@ const args = process.argv.slice(2);
 const max = Number(args[args.indexOf("--max") + 1] ?? "0") || 5e9;
 const cmd = args.includes("--cmd") ? args[args.indexOf("--cmd") + 1]! : "";
 const extra = cmd === "" ? "" : guestCommandParam(["sh", "-c", cmd]);
-const guest = cachedGuest("i386");
-if (guest === undefined) throw new Error("no cached i386 guest: node bin/vessel.js guest build --arch i386");
+// The cached guest's files (whatever the manifest format): build it with `vessel guest build --arch i386`.
+const guest = guestPaths("i386");
 const memSize = 256 * 1024 * 1024;
 const memory = GuestMemory.shared(guestRamRegions(memSize));
 const entry = loadLinux(memory, {

@@ -50,13 +50,34 @@ export class Insn {
   }
 }
 
-/** Linear address of the memory operand (SDM vol. 1 ch. 3.7.5). Segment limits are not checked. */
+/**
+ * Linear address of the memory operand (SDM vol. 1 ch. 3.7.5). Flat segments (limit 4 GiB, the
+ * common case) skip the checks; others check the offset against the limit, and a null data
+ * selector faults (#GP(0), or #SS(0) for the stack segment; SDM vol. 3 ch. 5.3, 5.4).
+ */
 export function lin(c: Cpu, i: Insn): number {
   let a = i.disp;
   if (i.base >= 0) a += c.regs[i.base]!;
   if (i.index >= 0) a += c.regs[i.index]! << i.scale;
   if (!i.addr32) a &= 0xffff;
-  return (c.segBase[i.seg]! + a) | 0;
+  const s = i.seg;
+  if (c.segLimit[s] !== -1) checkSegment(c, s, a);
+  return (c.segBase[s]! + a) | 0;
+}
+
+function checkSegment(c: Cpu, s: number, offset: number): void {
+  const vector = s === 2 ? 12 : 13;
+  if (c.protectedMode) {
+    const attr = c.segAttr[s]!;
+    if ((attr & 0x80) === 0) c.fault(vector, 0);
+    // Expand-down data segments: valid offsets are above the limit.
+    if ((attr & 0x1c) === 0x14) {
+      const upper = (attr & 0x4000) !== 0 ? 0xffffffff : 0xffff;
+      if (offset >>> 0 <= c.segLimit[s]! >>> 0 || offset >>> 0 > upper) c.fault(vector, 0);
+      return;
+    }
+  }
+  if (offset >>> 0 > c.segLimit[s]! >>> 0) c.fault(vector, 0);
 }
 
 /** Offset (effective address without segment base), for LEA. */

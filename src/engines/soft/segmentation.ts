@@ -255,10 +255,17 @@ function nullifyOuterSegments(c: Cpu): void {
 
 /**
  * Delivers interrupt or exception `vector` (SDM vol. 3 ch. 6.12): `software` for INT n/INT3/INTO
- * (gate DPL checked against CPL), `code` >= 0 pushes an error code. EIP must already hold the
+ * (gate DPL checked against CPL), `code` >= 0 pushes an error code, `fault` sets RF in the pushed
+ * EFLAGS (SDM vol. 3 ch. 17.3.1.1). EIP must already hold the
  * return address (the next instruction for traps and INT n, the faulting one for faults).
  */
-export function deliverInterrupt(c: Cpu, vector: number, software: boolean, code: number): void {
+export function deliverInterrupt(
+  c: Cpu,
+  vector: number,
+  software: boolean,
+  code: number,
+  fault = false,
+): void {
   c.halted = false;
   if (!c.protectedMode) {
     const ivt = (c.idtBase + vector * 4) | 0;
@@ -298,7 +305,8 @@ export function deliverInterrupt(c: Cpu, vector: number, software: boolean, code
   const csHi = desc.hi;
   const csAddr = desc.addr;
   const newCpl = (a & 4) !== 0 ? c.cpl : dplOf(a);
-  const flags = c.getEflags();
+  // A fault pushes EFLAGS with RF set, so the restarted instruction skips instruction breakpoints.
+  const flags = fault ? c.getEflags() | Flag.RF : c.getEflags();
   const oldCs = c.segSel[Seg.CS]!;
   const oldEip = c.eip;
   const size = gate32 ? 4 : 2;

@@ -248,7 +248,8 @@ export class SoftCpu {
     let err = code;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        deliverInterrupt(c, v, false, err);
+        // Faults push RF=1; #DB and #BP/#OF (traps) do not reach here with exception=true except #DB.
+        deliverInterrupt(c, v, false, err, exception && v !== Vec.DB);
         return undefined;
       } catch (e) {
         if (e === TASK_SWITCH)
