@@ -47,7 +47,14 @@ export interface DefaultGuest {
   cmdline: string;
 }
 
+/**
+ * Version of what the builder puts in the initramfs (init script, layout, modules). A cached guest
+ * of another version is rebuilt, so a change here reaches users without `--force`.
+ */
+export const GUEST_FORMAT = 2;
+
 export interface GuestManifest {
+  format: number;
   arch: GuestArch;
   kernelPackage: string;
   kernelVersion: string;
@@ -126,7 +133,9 @@ export function cachedGuest(arch: GuestArch, root = cacheRoot()): DefaultGuest |
   if (!existsSync(p.manifest) || !existsSync(p.kernel) || !existsSync(p.initrd)) return undefined;
   try {
     const m = JSON.parse(readFileSync(p.manifest, "utf8")) as GuestManifest;
-    return { arch, kernel: p.kernel, initrd: p.initrd, cmdline: m.cmdline };
+    if (m.format !== GUEST_FORMAT) return undefined;
+    // The command line is not part of the build: always today's default.
+    return { arch, kernel: p.kernel, initrd: p.initrd, cmdline: DEFAULT_CMDLINE[arch] };
   } catch {
     return undefined;
   }
@@ -201,7 +210,9 @@ export interface BuildOptions {
 /** Builds the default guest for `arch` into the cache (see the file comment); returns it. */
 export function buildDefaultGuest(arch: GuestArch, options: BuildOptions = {}): DefaultGuest {
   const started = Date.now();
-  const progress = options.progress ?? (() => {});
+  const report = options.progress ?? (() => {});
+  const progress = (m: string): void =>
+    report(m.startsWith("[") ? `${m} (+${((Date.now() - started) / 1000).toFixed(1)} s)` : m);
   const paths = guestPaths(arch, options.root);
   mkdirSync(paths.dir, { recursive: true });
 
@@ -338,6 +349,7 @@ export function buildDefaultGuest(arch: GuestArch, options: BuildOptions = {}): 
   }
   rmSync(work, { recursive: true, force: true });
   const manifest: GuestManifest = {
+    format: GUEST_FORMAT,
     arch,
     kernelPackage: kernelPkg.name,
     kernelVersion: kernelPkg.version,

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GuestError } from "./guest_error.js";
 
@@ -241,7 +241,18 @@ export class PrivateApt {
   /** Downloads packages (name or name=version) into `dir`; returns the .deb paths. */
   download(pkgs: readonly PackageInfo[], dir: string): string[] {
     mkdirSync(dir, { recursive: true });
-    const r = this.run("apt-get", ["-q", "download", ...pkgs.map((p) => `${p.name}=${p.version}`)], dir);
+    const fileOf = (p: PackageInfo): string | undefined => {
+      const ver = p.version.replace(/:/g, "%3a");
+      const f = readdirSync(dir).find((x) => x.startsWith(`${p.name}_${ver}_`) && x.endsWith(".deb"));
+      return f === undefined ? undefined : join(dir, f);
+    };
+    // A package already downloaded whole (same version, the size the index gives) is kept.
+    const needed = pkgs.filter((p) => {
+      const f = fileOf(p);
+      return f === undefined || (p.size > 0 && statSync(f).size !== p.size);
+    });
+    if (needed.length === 0) return pkgs.map((p) => fileOf(p)!);
+    const r = this.run("apt-get", ["-q", "download", ...needed.map((p) => `${p.name}=${p.version}`)], dir);
     if (r.status !== 0) {
       throw new GuestError(
         "GUEST_DOWNLOAD_FAILED",
@@ -249,10 +260,8 @@ export class PrivateApt {
         { pkgs: pkgs.map((p) => p.name), stderr: r.stderr },
       );
     }
-    const files = readdirSync(dir);
     return pkgs.map((p) => {
-      const ver = p.version.replace(/:/g, "%3a");
-      const f = files.find((x) => x.startsWith(`${p.name}_`) && x.includes(ver) && x.endsWith(".deb"));
+      const f = fileOf(p);
       if (f === undefined) {
         throw new GuestError(
           "GUEST_DOWNLOAD_FAILED",
@@ -262,7 +271,7 @@ export class PrivateApt {
           },
         );
       }
-      return join(dir, f);
+      return f;
     });
   }
 }
