@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
+import { GuestError } from "../../src/guest/guest_error.js";
 import { PrivateApt, parseAptSources } from "../../src/guest/private_apt.js";
 
 test("Debian sources are read from deb822 and one-line files; other repositories are ignored", () => {
@@ -65,4 +70,48 @@ test("the private apt options point every state directory into Vessel's cache", 
     assert.ok(o?.startsWith(`${key}=/cache/apt/`), `${key}: ${o}`);
   }
   assert.ok(opts.includes("APT::Architecture=i386"));
+});
+
+test("a missing apt-get is reported with what to do instead", () => {
+  const dir = mkdtempSync(join(tmpdir(), "vessel-apt-"));
+  const path = process.env.PATH;
+  try {
+    process.env.PATH = dir; // no apt-get here
+    const apt = new PrivateApt(join(dir, "apt"), "i386", [
+      { uri: "http://deb.debian.org/debian", suite: "bookworm" },
+    ]);
+    assert.throws(
+      () => apt.update(),
+      (err: unknown) =>
+        err instanceof GuestError && err.code === "GUEST_NO_APT" && /--kernel and --initrd/.test(err.message),
+    );
+  } finally {
+    process.env.PATH = path;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an unreachable mirror is reported with its address", (t) => {
+  if (spawnSync("apt-get", ["--version"]).error) {
+    t.skip("apt-get not installed");
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "vessel-apt-"));
+  try {
+    // port 9 (discard) on localhost: connection refused at once
+    const apt = new PrivateApt(join(dir, "apt"), "i386", [
+      { uri: "http://127.0.0.1:9/debian", suite: "bookworm" },
+    ]);
+    assert.throws(
+      () => apt.update(),
+      (err: unknown) =>
+        err instanceof GuestError &&
+        err.code === "GUEST_MIRROR_UNREACHABLE" &&
+        /127\.0\.0\.1:9\/debian/.test(err.message),
+    );
+    // and the host's apt state was not used: our lists directory exists, holding no Packages file
+    assert.ok(existsSync(join(dir, "apt/state/lists")));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
