@@ -106,6 +106,12 @@ export class Cpu {
   tscOffset = 0;
   tscHz = 1e9;
   clockNs: () => number = () => 0;
+  /** Platform MSRs (APIC base, TSC deadline) consulted before the CPU's own. */
+  platformMsrs:
+    | { readMsr(index: number): bigint | undefined; writeMsr(index: number, value: bigint): boolean }
+    | undefined = undefined;
+  /** NMIs are blocked from NMI delivery until the next IRET. */
+  nmiBlocked = false;
   /** CPUID feature switches for devices and units that exist (local APIC, FXSAVE). */
   cpuidApic = true;
   cpuidFxsr = true;

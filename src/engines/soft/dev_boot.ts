@@ -10,9 +10,7 @@ import { MmioBus } from "../../bus/mmio_bus.js";
 import { PortBus } from "../../bus/port_bus.js";
 import { HostClock } from "../../devices/clock.js";
 import { DebugExit } from "../../devices/debug_exit.js";
-import { Pic8259Pair } from "../../devices/pic8259.js";
-import { Pit8254 } from "../../devices/pit8254.js";
-import { CmosRtc } from "../../devices/rtc.js";
+import { PcPlatform } from "../../devices/pc_platform.js";
 import { Uart16550 } from "../../devices/uart16550.js";
 import { DEFAULT_CMDLINE, guestPaths } from "../../guest/default_guest.js";
 import { guestCommandParam } from "../../guest/init_script.js";
@@ -25,6 +23,7 @@ const cmd = args.includes("--cmd") ? args[args.indexOf("--cmd") + 1]! : "";
 const extra = cmd === "" ? "" : guestCommandParam(["sh", "-c", cmd]);
 // The cached guest's files (whatever the manifest format): build it with `vessel guest build --arch i386`.
 const guest = guestPaths("i386");
+const apic = args.includes("--apic");
 const memSize = 256 * 1024 * 1024;
 const memory = GuestMemory.shared(guestRamRegions(memSize));
 const entry = loadLinux(memory, {
@@ -35,22 +34,17 @@ const entry = loadLinux(memory, {
   cpus: 1,
   virtioDevices: [],
   arch: "i386",
-  acpi: false,
+  acpi: apic,
 });
 const ports = new PortBus();
 const mmio = new MmioBus();
 const clock = new HostClock();
-const pic = new Pic8259Pair();
-ports.register(0x20, 2, pic.master);
-ports.register(0xa0, 2, pic.slave);
-const uart = new Uart16550(pic.line(4), (b) =>
+const platform = new PcPlatform({ clock, apic });
+platform.attach(ports, mmio);
+const uart = new Uart16550(platform.irqLine(4), (b) =>
   process.stdout.write(typeof b === "number" ? String.fromCharCode(b) : b),
 );
 ports.register(0x3f8, 8, uart);
-const pit = new Pit8254(clock, pic.line(0));
-ports.register(0x40, 4, pit);
-ports.register(0x61, 1, pit.portB);
-ports.register(0x70, 2, new CmosRtc(pic.line(8), clock));
 let exitStatus: number | undefined;
 ports.register(
   0xf4,
@@ -63,11 +57,16 @@ const cpu = new SoftCpu({
   memory,
   ports,
   mmio,
-  interrupts: pic,
+  interrupts: platform,
   clock,
-  tscHz: 1e9,
-  apic: false,
-  poll: () => pit.advance(),
+  tscHz: platform.tscHz,
+  apic,
+  platformMsrs: platform,
+  nmi: platform,
+  poll: () => {
+    const now = clock.nowNs();
+    if (now >= platform.nextDeadlineNs()) platform.advance(now);
+  },
 });
 cpu.loadEntryState(entry);
 const t0 = performance.now();

@@ -44,6 +44,9 @@ export class Insn {
   blockEnd = false;
   /** The record of the next instruction in the same page, once known (interpreter chaining). */
   next: Insn | undefined = undefined;
+  /** The record at the last taken branch target in the same page, and its EIP. */
+  jump: Insn | undefined = undefined;
+  jumpEip = 0;
 
   constructor(handler: Handler) {
     this.handler = handler;

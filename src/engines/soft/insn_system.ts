@@ -298,6 +298,12 @@ export function rdmsr(c: Cpu): void {
   const n = c.regs[Reg.ECX]! >>> 0;
   let lo = 0;
   let hi = 0;
+  const platform = c.platformMsrs?.readMsr(n);
+  if (platform !== undefined) {
+    c.regs[Reg.EAX] = Number(platform & 0xffffffffn);
+    c.regs[Reg.EDX] = Number(platform >> 32n);
+    return;
+  }
   switch (n) {
     case MSR_TSC: {
       const t = readTsc(c);
@@ -335,6 +341,10 @@ export function wrmsr(c: Cpu): void {
   const n = c.regs[Reg.ECX]! >>> 0;
   const lo = c.regs[Reg.EAX]!;
   const hi = c.regs[Reg.EDX]! >>> 0;
+  if (c.platformMsrs?.writeMsr(n, (BigInt(hi) << 32n) | BigInt(lo >>> 0)) === true) {
+    if (n === MSR_TSC) c.tscOffset = hi * 0x100000000 + (lo >>> 0) - (readTsc(c) - c.tscOffset);
+    return;
+  }
   switch (n) {
     case MSR_TSC: {
       const want = hi * 0x100000000 + (lo >>> 0);

@@ -368,6 +368,7 @@ export const TASK_SWITCH = { kind: "task-switch" } as const;
 
 /** IRET / IRETD (SDM vol. 2 "IRET"): same privilege or return to an outer ring. */
 export function iret(c: Cpu, size: number): void {
+  c.nmiBlocked = false;
   if (!c.protectedMode) {
     const ip = c.peek(size, 0);
     const cs = c.peek(size, size) & 0xffff;

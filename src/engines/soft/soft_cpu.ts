@@ -34,6 +34,16 @@ export interface SoftCpuOptions {
   poll?: () => void;
   /** CPUID advertises a local APIC (default true). */
   apic?: boolean;
+  /**
+   * MSRs owned by the platform (IA32_APIC_BASE, IA32_TSC_DEADLINE, ...): tried before the CPU's
+   * own; `readMsr` returns undefined and `writeMsr` false for an MSR that is not theirs.
+   */
+  platformMsrs?: {
+    readMsr(index: number): bigint | undefined;
+    writeMsr(index: number, value: bigint): boolean;
+  };
+  /** The NMI pin (local APIC LINT1 / NMI IPIs); taken between slices whatever EFLAGS.IF says. */
+  nmi?: { hasNmi(): boolean; acknowledgeNmi(): void };
 }
 
 /** Instructions between interrupt checks and device polls. */
@@ -49,6 +59,7 @@ export class SoftCpu {
   };
   private readonly interrupts: InterruptSource;
   private readonly poll: (() => void) | undefined;
+  private readonly nmi: SoftCpuOptions["nmi"];
   /** Linear addresses of the last instructions started (ring), for crash reports. */
   private readonly recent = new Int32Array(RECENT);
   private recentIndex = 0;
@@ -57,6 +68,8 @@ export class SoftCpu {
     this.cpu = new Cpu(opts.memory, opts.ports, opts.mmio);
     this.interrupts = opts.interrupts;
     this.poll = opts.poll;
+    this.nmi = opts.nmi;
+    if (opts.platformMsrs !== undefined) this.cpu.platformMsrs = opts.platformMsrs;
     const clock = opts.clock;
     this.cpu.clockNs = () => clock.nowNs();
     this.cpu.tscHz = opts.tscHz;
@@ -120,6 +133,14 @@ export class SoftCpu {
         c.interruptShadow = false;
         c.slice = 1;
       } else {
+        if (this.nmi?.hasNmi() === true && !c.nmiBlocked) {
+          this.nmi.acknowledgeNmi();
+          c.halted = false;
+          c.nmiBlocked = true; // until the next IRET (SDM vol. 3 ch. 6.7.1)
+          this.stats.interruptsByVector[Vec.NMI]!++;
+          const stop = this.deliver(Vec.NMI, false, -1);
+          if (stop !== undefined) return stop;
+        }
         if ((c.flags & Flag.IF) !== 0 && this.interrupts.hasInterrupt()) {
           const vector = this.interrupts.acknowledgeInterrupt();
           this.stats.interruptsByVector[vector & 0xff]!++;
@@ -171,14 +192,15 @@ export class SoftCpu {
 
   /**
    * The interpreter loop: run the decoded record for EIP, advance EIP, call its handler. Records
-   * inside one page are chained (`next`), so straight-line code skips the lookup; the chain is
-   * dropped at block ends and whenever the fetch page is reset (TLB flush, mode change, a write
-   * to a code page).
+   * inside one page are chained: each remembers its fall-through successor (`next`) and its last
+   * taken branch target (`jump`), so loops and straight-line code skip the lookup. Every chain is
+   * dropped when the fetch page is reset (TLB flush, mode or CS change, a write to a code page).
    */
   private execute(): void {
     const c = this.cpu;
     let insn: Insn | undefined;
     let prev: Insn | undefined;
+    let prevNext = 0;
     while (c.slice > 0) {
       c.slice--;
       const eip = c.eip;
@@ -190,18 +212,29 @@ export class SoftCpu {
         insn = samePage ? c.fetchCache![linear & 0xfff] : this.fetchPage(linear);
         if (insn === undefined || insn.cs32 !== c.cs32) insn = this.decodeAt(linear);
         // Link the previous record to this one when both are cached records of this page.
-        if (samePage && prev !== undefined && c.fetchCache![linear & 0xfff] === insn) prev.next = insn;
+        if (samePage && prev !== undefined && c.fetchCache![linear & 0xfff] === insn) {
+          if (eip === prevNext) prev.next = insn;
+          else {
+            prev.jump = insn;
+            prev.jumpEip = eip;
+          }
+        }
       }
-      c.eip = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
+      const next = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
+      c.eip = next;
       insn.handler(c, insn);
       c.instructions++;
-      if (insn.blockEnd || c.fetchLinPage === -1) {
+      if (c.fetchLinPage === -1) {
         prev = undefined;
         insn = undefined;
-      } else {
-        prev = insn;
-        insn = insn.next;
+        continue;
       }
+      prev = insn;
+      prevNext = next;
+      const e = c.eip;
+      if (e === next) insn = insn.next;
+      else if (e === insn.jumpEip && insn.jump !== undefined) insn = insn.jump;
+      else insn = undefined;
     }
   }
 
