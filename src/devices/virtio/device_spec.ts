@@ -9,8 +9,11 @@
 import { UsageError } from "../../errors.js";
 
 export type VirtioDeviceSpec =
-  /** A raw disk image; `serial` is the GET_ID answer. */
-  | { kind: "blk"; path: string; readOnly?: boolean; serial?: string }
+  /**
+   * A raw disk image; `serial` is the GET_ID answer; `ioThread` (default true) serves requests in
+   * a worker thread of their own, false serves them in the machine worker at the notify.
+   */
+  | { kind: "blk"; path: string; readOnly?: boolean; serial?: string; ioThread?: boolean }
   /**
    * A TAP interface (created if missing; a name like "vessel%d" lets the kernel number it), the
    * guest's MAC, and optionally the host side: an address for the TAP ("10.0.2.1/24") or a

@@ -21,8 +21,8 @@
  *      queue index); when the eventfd fires, `t.notifyQueue(index)`.
  *   6. Statistics: `t.stats` (transport) and `t.device.metrics` (per device). On stop: `t.close()`
  *      (closes images, removes the TAP and the vsock socket file).
- * Request processing is synchronous in the machine worker, at the notify (blk I/O included); see
- * blk/device.ts.
+ * Requests are processed in the machine worker at the notify, except virtio-blk's, which go to
+ * an I/O thread of their own (blk/io_thread.ts); its completions reach the guest through step 3.
  */
 import type { IrqLine } from "../../bus/device.js";
 import type { MmioBus } from "../../bus/mmio_bus.js";
@@ -59,6 +59,7 @@ export function createVirtioModel(spec: VirtioDeviceSpec, memory: GuestMemory): 
         path: spec.path,
         ...(spec.readOnly === undefined ? {} : { readOnly: spec.readOnly }),
         ...(spec.serial === undefined ? {} : { serial: spec.serial }),
+        ioThread: spec.ioThread ?? true,
       });
     case "net": {
       const tap = Tap.open(spec.tap);

@@ -126,6 +126,17 @@ export class Virtqueue {
     // A queue starts at index 0 of both rings (§2.7.13.1: the driver zeroes them before use).
   }
 
+  /** The driver's configuration of this queue (to rebuild it in another thread: blk's I/O thread). */
+  get config(): QueueConfig {
+    return {
+      size: this.size,
+      ready: this.ready,
+      descTable: this.descTable,
+      availRing: this.availRing,
+      usedRing: this.usedRing,
+    };
+  }
+
   /** The driver's configuration is usable: power-of-two size, aligned rings inside guest memory. */
   private checkLayout(): string | undefined {
     const n = this.size;

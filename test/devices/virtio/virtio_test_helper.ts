@@ -150,7 +150,11 @@ export class DriverQueue {
     this.helper.transport.write(MmioReg.QueueNotify, 4, this.index);
   }
 
-  /** Used elements added since the last call. */
+  /**
+   * Used elements added since the last call. Like Linux's virtqueue_get_buf followed by
+   * virtqueue_enable_cb, it then sets used_event to the next index, asking (with EVENT_IDX) for an
+   * interrupt at the next used buffer.
+   */
   takeUsed(): UsedElem[] {
     const out: UsedElem[] = [];
     const idx = this.mem.readU16(this.used + 2);
@@ -159,6 +163,7 @@ export class DriverQueue {
       out.push({ id: this.mem.readU32(at), len: this.mem.readU32(at + 4) });
       this.lastUsed = (this.lastUsed + 1) & 0xffff;
     }
+    this.setUsedEvent(this.lastUsed);
     return out;
   }
 

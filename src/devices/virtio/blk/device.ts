@@ -1,69 +1,57 @@
 /**
  * virtio-blk (virtio 1.2 §5.2), one request queue over a raw image file, as Linux 6.1's
- * drivers/block/virtio_blk.c drives it. A request is a chain (§5.2.6):
- *   struct virtio_blk_outhdr { le32 type; le32 ioprio; le64 sector; }   device-readable
- *   data                                                                  readable (OUT, DISCARD,
- *                                                                         WRITE_ZEROES) or writable (IN, GET_ID)
- *   u8 status                                                             the last writable byte
+ * drivers/block/virtio_blk.c drives it. Requests are served by BlkRequestHandler (requests.ts):
  *
- * I/O is synchronous, in the thread that owns the device (the machine worker), at the QueueNotify:
- * on the KVM engine that is off the vCPU threads (they only forward the notify); on the software
- * engine the CPU loop shares that thread. FLUSH is fsync on the image, so data the guest flushed
- * survives a crash of Vessel; if the driver did not accept VIRTIO_BLK_F_FLUSH the device is
- * write-through (fsync after every write), as §5.2.6.3 asks.
+ * - with `ioThread` (what the factory uses), in a worker thread of its own (io_thread.ts): a
+ *   QueueNotify only rings a doorbell, so disk I/O never runs on a vCPU's thread; completions
+ *   reach the guest's interrupt line through `poll()` (the run loop's hook) and `waitFds()`.
+ * - without, synchronously in the machine worker at the QueueNotify (unit tests; the software
+ *   engine, whose CPU shares that thread anyway).
+ *
+ * FLUSH is fsync on the image, so data the guest flushed survives a crash of Vessel; if the driver
+ * did not accept VIRTIO_BLK_F_FLUSH the device is write-through (fsync after every write), as
+ * §5.2.6.3 asks.
  */
 import type { GuestMemory } from "../../../memory/guest_memory.js";
 import { GuestFaultLog } from "../../guest_fault_log.js";
-import { ChainReader, ChainWriter, type DescriptorChain, type Segment, type Virtqueue } from "../queue.js";
+import type { Virtqueue } from "../queue.js";
 import {
   type ActivateContext,
   readConfigBytes,
   VIRTIO_ID_BLOCK,
   type VirtioDevice,
+  VirtioError,
   type VirtioInterrupt,
 } from "../virtio_device.js";
-import { DiskFile, SECTOR_SIZE } from "./disk_file.js";
-import { createBlkMetrics } from "./metrics.js";
+import { DiskFile } from "./disk_file.js";
+import { BlkIoThread } from "./io_thread.js";
+import { type BlkMetrics, createBlkMetrics } from "./metrics.js";
+import {
+  BLK_MAX_DWZ_SECTORS,
+  BLK_MAX_DWZ_SEGMENTS,
+  BLK_MAX_REQUEST_BYTES,
+  BLK_QUEUE_SIZE,
+  BLK_SEG_MAX,
+  BLK_SIZE_MAX,
+  BlkRequestHandler,
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_SIZE_MAX,
+  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_ID_BYTES,
+} from "./requests.js";
 
-/** Feature bits (include/uapi/linux/virtio_blk.h). */
-export const VIRTIO_BLK_F_SIZE_MAX = 1n << 1n;
-export const VIRTIO_BLK_F_SEG_MAX = 1n << 2n;
-export const VIRTIO_BLK_F_RO = 1n << 5n;
-export const VIRTIO_BLK_F_FLUSH = 1n << 9n;
-export const VIRTIO_BLK_F_DISCARD = 1n << 13n;
-export const VIRTIO_BLK_F_WRITE_ZEROES = 1n << 14n;
-
-/** Request types. */
-export const VIRTIO_BLK_T_IN = 0;
-export const VIRTIO_BLK_T_OUT = 1;
-export const VIRTIO_BLK_T_FLUSH = 4;
-export const VIRTIO_BLK_T_GET_ID = 8;
-export const VIRTIO_BLK_T_DISCARD = 11;
-export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
-/** Status byte values. */
-export const VIRTIO_BLK_S_OK = 0;
-export const VIRTIO_BLK_S_IOERR = 1;
-export const VIRTIO_BLK_S_UNSUPP = 2;
-/** GET_ID answers at most this many bytes (VIRTIO_BLK_ID_BYTES). */
-export const VIRTIO_BLK_ID_BYTES = 20;
-/** struct virtio_blk_discard_write_zeroes: le64 sector, le32 num_sectors, le32 flags. */
-const DWZ_RANGE_SIZE = 16;
-const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
-
-/** Queue size, and the request limits announced in the config space (bounding every request). */
-export const BLK_QUEUE_SIZE = 256;
-export const BLK_SEG_MAX = BLK_QUEUE_SIZE - 2;
-export const BLK_SIZE_MAX = 256 * 1024;
-export const BLK_MAX_DWZ_SECTORS = 1 << 22; // 2 GiB per range
-export const BLK_MAX_DWZ_SEGMENTS = 32;
-/** Bytes of one request at most: SEG_MAX segments of SIZE_MAX, plus the header and status. */
-export const BLK_MAX_REQUEST_BYTES = BLK_SEG_MAX * BLK_SIZE_MAX + 4096;
+export * from "./requests.js";
 
 export interface BlkOptions {
   path: string;
   readOnly?: boolean;
   /** GET_ID answer (at most 20 bytes); default "vessel-" and the image's base name. */
   serial?: string;
+  /** Serve requests in a worker thread of their own (off the vCPU's path); default false. */
+  ioThread?: boolean;
 }
 
 export class BlkDevice implements VirtioDevice {
@@ -72,27 +60,37 @@ export class BlkDevice implements VirtioDevice {
   readonly queueMaxSizes = [BLK_QUEUE_SIZE];
   readonly maxChainBytes = BLK_MAX_REQUEST_BYTES;
   readonly features: bigint;
-  readonly metrics = createBlkMetrics();
   readonly disk: DiskFile;
-  private readonly serial: Uint8Array;
   private readonly config = new Uint8Array(60);
-  private readonly faults: GuestFaultLog;
+  private readonly handler: BlkRequestHandler;
+  private readonly thread: BlkIoThread | undefined;
   private queue: Virtqueue | undefined;
   private interrupt: VirtioInterrupt | undefined;
-  private acked = 0n;
 
-  constructor(
-    private readonly memory: GuestMemory,
-    options: BlkOptions,
-  ) {
+  constructor(memory: GuestMemory, options: BlkOptions) {
     const readOnly = options.readOnly ?? false;
     this.disk = DiskFile.open(options.path, readOnly);
     this.name = `virtio-blk(${options.path})`;
-    this.faults = new GuestFaultLog(this.name);
     const base = options.path.split("/").pop() ?? "disk";
-    this.serial = new TextEncoder()
+    const serial = new TextEncoder()
       .encode(options.serial ?? `vessel-${base}`)
       .subarray(0, VIRTIO_BLK_ID_BYTES);
+    this.handler = new BlkRequestHandler(
+      memory,
+      this.disk,
+      serial,
+      createBlkMetrics(),
+      new GuestFaultLog(this.name),
+    );
+    if (options.ioThread === true) {
+      this.thread = new BlkIoThread({
+        regions: memory.descriptors,
+        path: options.path,
+        readOnly,
+        serial,
+        name: this.name,
+      });
+    }
     this.features =
       VIRTIO_BLK_F_SIZE_MAX |
       VIRTIO_BLK_F_SEG_MAX |
@@ -113,6 +111,16 @@ export class BlkDevice implements VirtioDevice {
     c.setUint8(56, 1); // write_zeroes_may_unmap
   }
 
+  /** Counters: this thread's, or the I/O thread's as it last published them. */
+  get metrics(): BlkMetrics {
+    return this.thread?.metrics() ?? this.handler.metrics;
+  }
+
+  /** True if requests are served by a worker thread. */
+  get threaded(): boolean {
+    return this.thread !== undefined;
+  }
+
   readConfig(offset: number, size: 1 | 2 | 4): number {
     return readConfigBytes(this.config, offset, size);
   }
@@ -122,153 +130,47 @@ export class BlkDevice implements VirtioDevice {
   }
 
   activate(ctx: ActivateContext): void {
-    this.queue = ctx.queues[0];
+    const q = ctx.queues[0];
+    this.queue = q;
     this.interrupt = ctx.interrupt;
-    this.acked = ctx.features;
+    this.handler.acked = ctx.features;
+    // A queue broken by its layout already set DEVICE_NEEDS_RESET; the thread is not started.
+    if (this.thread !== undefined && q?.usable === true) {
+      this.thread.start(q.config, ctx.features, this.maxChainBytes);
+    }
   }
 
   queueNotify(): void {
+    if (this.thread !== undefined) {
+      this.thread.notify();
+      return;
+    }
     const q = this.queue;
-    if (q === undefined) return;
-    for (let chain = q.pop(); chain !== undefined; chain = q.pop()) {
-      q.addUsed(chain.head, this.handle(chain));
-    }
-    if (q.needsNotification()) this.interrupt?.signalUsedBuffer();
+    if (q !== undefined && this.handler.serve(q)) this.interrupt?.signalUsedBuffer();
   }
 
-  /** Serves one request; returns the bytes written into the chain (the used length). */
-  private handle(chain: DescriptorChain): number {
-    if (chain.readableBytes < 16 || chain.writableBytes < 1) {
-      this.metrics.badRequests++;
-      this.faults.report(
-        `request without a header or a status byte (${chain.readableBytes} readable, ${chain.writableBytes} writable bytes)`,
-      );
-      return 0;
-    }
-    const reader = new ChainReader(this.memory, chain.readable, chain.readableBytes);
-    const header = reader.read(16);
-    const hv = new DataView(header.buffer, header.byteOffset, 16);
-    const type = hv.getUint32(0, true);
-    const sector = hv.getBigUint64(8, true);
-    const dataRoom = chain.writableBytes - 1;
-    const writer = new ChainWriter(this.memory, chain.writable, dataRoom);
-    const statusAddr = byteAddress(chain.writable, dataRoom);
-    let status: number;
-    try {
-      status = this.execute(type, sector, reader, writer);
-    } catch (err) {
-      this.faults.report(`host I/O error on ${JSON.stringify(this.disk.path)}: ${(err as Error).message}`);
-      status = VIRTIO_BLK_S_IOERR;
-    }
-    if (status === VIRTIO_BLK_S_IOERR) this.metrics.ioErrors++;
-    else if (status === VIRTIO_BLK_S_UNSUPP) this.metrics.unsupported++;
-    this.memory.writeU8(statusAddr, status);
-    return writer.written + 1;
+  /** Threaded mode: forwards the I/O thread's interrupt requests and failures. */
+  poll(): void {
+    const t = this.thread;
+    if (t === undefined) return;
+    if (t.takeInterrupt()) this.interrupt?.signalUsedBuffer();
+    if (t.broken)
+      throw new VirtioError("BLK_IO_THREAD", `${this.name}: malformed request queue or I/O thread failure`);
   }
 
-  private execute(type: number, sector: bigint, reader: ChainReader, writer: ChainWriter): number {
-    switch (type) {
-      case VIRTIO_BLK_T_IN: {
-        const len = writer.remaining;
-        const offset = this.dataOffset(sector, len);
-        if (offset === undefined) return VIRTIO_BLK_S_IOERR;
-        this.disk.readInto(writer.views(len), offset);
-        this.metrics.reads++;
-        this.metrics.readBytes += len;
-        return VIRTIO_BLK_S_OK;
-      }
-      case VIRTIO_BLK_T_OUT: {
-        if (this.disk.readOnly) return VIRTIO_BLK_S_IOERR; // §5.2.6.2 with VIRTIO_BLK_F_RO
-        const len = reader.remaining;
-        const offset = this.dataOffset(sector, len);
-        if (offset === undefined) return VIRTIO_BLK_S_IOERR;
-        this.disk.writeFrom(reader.views(len), offset);
-        if ((this.acked & VIRTIO_BLK_F_FLUSH) === 0n) this.disk.flush();
-        this.metrics.writes++;
-        this.metrics.writeBytes += len;
-        return VIRTIO_BLK_S_OK;
-      }
-      case VIRTIO_BLK_T_FLUSH:
-        if (!this.disk.readOnly) this.disk.flush();
-        this.metrics.flushes++;
-        return VIRTIO_BLK_S_OK;
-      case VIRTIO_BLK_T_GET_ID: {
-        const id = new Uint8Array(VIRTIO_BLK_ID_BYTES);
-        id.set(this.serial);
-        writer.write(id.subarray(0, Math.min(VIRTIO_BLK_ID_BYTES, writer.remaining)));
-        this.metrics.getIds++;
-        return VIRTIO_BLK_S_OK;
-      }
-      case VIRTIO_BLK_T_DISCARD:
-      case VIRTIO_BLK_T_WRITE_ZEROES:
-        return this.discardOrZero(type, reader);
-      default:
-        return VIRTIO_BLK_S_UNSUPP;
-    }
-  }
-
-  /**
-   * Byte offset of a data transfer of `len` bytes at `sector`, or undefined if it is not whole
-   * sectors inside the disk (§5.2.6.1: the device MUST reject such requests with IOERR).
-   */
-  private dataOffset(sector: bigint, len: number): number | undefined {
-    const sectors = this.disk.sectors;
-    if (len % SECTOR_SIZE !== 0 || sector > BigInt(sectors) || Number(sector) + len / SECTOR_SIZE > sectors) {
-      this.faults.report(
-        `request of ${len} bytes at sector ${sector} is outside the disk of ${sectors} sectors`,
-      );
-      return undefined;
-    }
-    return Number(sector) * SECTOR_SIZE;
-  }
-
-  private discardOrZero(type: number, reader: ChainReader): number {
-    const negotiated = type === VIRTIO_BLK_T_DISCARD ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES;
-    if ((this.acked & negotiated) === 0n) return VIRTIO_BLK_S_UNSUPP;
-    if (this.disk.readOnly) return VIRTIO_BLK_S_IOERR;
-    const bytes = reader.remaining;
-    const count = bytes / DWZ_RANGE_SIZE;
-    if (!Number.isInteger(count) || count < 1 || count > BLK_MAX_DWZ_SEGMENTS) {
-      this.faults.report(`discard/write-zeroes with ${bytes} bytes of ranges`);
-      return VIRTIO_BLK_S_IOERR;
-    }
-    const raw = reader.read(bytes);
-    const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-    const ranges: [number, number][] = [];
-    for (let i = 0; i < count; i++) {
-      const sector = dv.getBigUint64(16 * i, true);
-      const num = dv.getUint32(16 * i + 8, true);
-      const flags = dv.getUint32(16 * i + 12, true);
-      // §5.2.6.2: unknown flags (and UNMAP on a discard) are unsupported.
-      const allowed = type === VIRTIO_BLK_T_WRITE_ZEROES ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
-      if ((flags & ~allowed) !== 0) return VIRTIO_BLK_S_UNSUPP;
-      if (num > BLK_MAX_DWZ_SECTORS) return VIRTIO_BLK_S_IOERR;
-      const offset = this.dataOffset(sector, num * SECTOR_SIZE);
-      if (offset === undefined) return VIRTIO_BLK_S_IOERR;
-      ranges.push([offset, num * SECTOR_SIZE]);
-    }
-    for (const [offset, len] of ranges) if (len > 0) this.disk.zeroRange(offset, len);
-    if (type === VIRTIO_BLK_T_DISCARD) this.metrics.discards++;
-    else this.metrics.writeZeroes++;
-    return VIRTIO_BLK_S_OK;
+  waitFds(): { fd: number; events: number }[] {
+    return this.thread === undefined ? [] : [{ fd: this.thread.eventFd, events: 1 /* POLLIN */ }];
   }
 
   reset(): void {
+    this.thread?.stop();
     this.queue = undefined;
     this.interrupt = undefined;
-    this.acked = 0n;
+    this.handler.acked = 0n;
   }
 
   close(): void {
+    this.thread?.close();
     this.disk.close();
   }
-}
-
-/** Guest address of byte `pos` of a run of segments (pos < their total length). */
-function byteAddress(segments: readonly Segment[], pos: number): number {
-  for (const s of segments) {
-    if (pos < s.len) return s.addr + pos;
-    pos -= s.len;
-  }
-  throw new RangeError("byte position past the end of the chain");
 }
