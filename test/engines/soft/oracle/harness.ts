@@ -42,12 +42,16 @@ async function tryRunner(load: () => Promise<SnippetRunner>, name: string, out: 
 
 let cached: Promise<Runners> | undefined;
 
-/** The soft CPU and KVM runners, loaded once per test process. */
+/**
+ * The runners, loaded once per test process: the software CPU (first: every other runner is
+ * compared with it), the hardware through KVM, the hardware as a native i386 process.
+ */
 export function loadRunners(): Promise<Runners> {
   cached ??= (async () => {
     const out: Runners = { available: [], missing: {} };
     await tryRunner(async () => new (await import("./soft_runner.js")).SoftRunner(), "soft", out);
     await tryRunner(async () => new (await import("./kvm_runner.js")).KvmRunner(), "kvm", out);
+    await tryRunner(async () => new (await import("./host_runner.js")).HostRunner(), "host", out);
     return out;
   })();
   return cached;

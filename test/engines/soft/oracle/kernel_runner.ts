@@ -79,6 +79,9 @@ ORG 0x${K.BOOT.toString(16)}
 %endmacro
 ; enters ring 3 at %1 with ESP %2
 %macro TO_RING3 2
+  mov ax, 0x23              ; IRET to ring 3 would null DPL-0 data selectors (SDM IRET)
+  mov ds, ax
+  mov es, ax
   push dword 0x23
   push dword %2
   push dword 0x202
@@ -130,22 +133,29 @@ ${stubs.join("\n")}
 exc_common:
   push eax
   push ebx
+  push ds
+  push es
+  mov ax, 0x10
+  mov ds, ax
+  mov es, ax
   mov ebx, [LOG_COUNT]
   shl ebx, 4
-  mov eax, [esp+8]
+  mov eax, [esp+16]
   mov [LOG+ebx], eax
-  mov eax, [esp+12]
+  mov eax, [esp+20]
   mov [LOG+ebx+4], eax
   mov eax, cr2
   mov [LOG+ebx+8], eax
-  mov eax, [esp+16]
+  mov eax, [esp+24]
   mov [LOG+ebx+12], eax
   inc dword [LOG_COUNT]
   mov eax, [RECOVER]
   test eax, eax
   jz .resume
   mov dword [RECOVER], 0
-  mov [esp+16], eax
+  mov [esp+24], eax
+  pop es
+  pop ds
   pop ebx
   pop eax
   add esp, 8
@@ -156,6 +166,8 @@ exc_common:
   jz .stop
   mov [RESUME_JMP], eax
   mov dword [RESUME], 0
+  pop es
+  pop ds
   pop ebx
   pop eax
   mov esp, STACK0

@@ -414,9 +414,7 @@ describe("soft CPU segmentation and privilege (SDM vol. 3 ch. 5-6)", { skip }, (
     );
   });
 
-  it("raises #UD for LOCK on a register operand", {
-    todo: "the soft CPU accepts LOCK on register operands",
-  }, () => {
+  it("raises #UD for LOCK on a register operand", () => {
     const r = runKernel(
       [mark(1, "f2"), "EXPECT a2", "f2: db 0xf0, 0x01, 0xd8 ; lock add eax, ebx", "a2:"].join("\n"),
     );
