@@ -202,3 +202,35 @@ test("virtio-blk refuses to open a missing image with a message naming it", () =
     /cannot open disk image .*missing\.img/,
   );
 });
+
+test("virtio-blk: data written and flushed survives a SIGKILL of the process that owns the device", async () => {
+  const path = image();
+  const helper = new URL("./virtio_test_helper.js", import.meta.url).href;
+  const blkUrl = new URL("../../../src/devices/virtio/blk/device.js", import.meta.url).href;
+  const script = `
+    import { VirtioTestHelper } from ${JSON.stringify(helper)};
+    import { BlkDevice } from ${JSON.stringify(blkUrl)};
+    const h = new VirtioTestHelper((m) => new BlkDevice(m, { path: ${JSON.stringify(path)} }));
+    h.init();
+    const hdr = (type, sector) => { const b = new Uint8Array(16); const v = new DataView(b.buffer); v.setUint32(0, type, true); v.setBigUint64(8, BigInt(sector), true); return b; };
+    h.queue(0).add([{ data: hdr(1, 20) }, { data: new Uint8Array(1024).fill(0x5a) }, { writable: 1 }]);
+    h.queue(0).add([{ data: hdr(4, 0) }, { writable: 1 }]);
+    process.stdout.write("flushed\\n");
+    setInterval(() => {}, 1000);
+  `;
+  const { spawn } = await import("node:child_process");
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (d: Buffer) => {
+      if (d.toString().includes("flushed")) resolve();
+    });
+    child.on("exit", (code) => reject(new Error(`child exited early with ${code}`)));
+  });
+  child.kill("SIGKILL");
+  await new Promise((r) => child.on("exit", r));
+  const file = readFileSync(path);
+  assert.ok(file.subarray(20 * 512, 22 * 512).every((b) => b === 0x5a));
+  assert.ok(file.subarray(22 * 512, 23 * 512).every((b) => b === 22));
+});
