@@ -206,15 +206,20 @@ export class Manager {
               new ManagerError(m.code ?? "START_FAILED", m.message ?? "container failed to start", { id }),
             );
         });
+        // an "error" message may still be in flight when the exit is seen: let it land first
         child.on("exit", (code) =>
-          reject(
-            new ManagerError(
-              "START_FAILED",
-              `monitor exited (${code}) before the container started: ${tail(this.containers.path(id, "monitor.log"))}`,
-              {
-                id,
-              },
-            ),
+          setTimeout(
+            () =>
+              reject(
+                new ManagerError(
+                  "START_FAILED",
+                  `monitor exited (${code}) before the container started: ${tail(this.containers.path(id, "monitor.log"))}`,
+                  {
+                    id,
+                  },
+                ),
+              ),
+            100,
           ),
         );
       });
