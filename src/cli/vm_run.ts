@@ -167,7 +167,9 @@ export async function run(args: string[]): Promise<number> {
   const vm = Vm.start(config, { onOutput: (b) => process.stdout.write(b) });
 
   const stdin = process.stdin;
-  const interactive = stdin.isTTY === true && command.length === 0;
+  // A terminal gets the raw console with the Ctrl-A escape (with or without a command: the command
+  // may be interactive); piped input is passed to the guest's console as it is.
+  const interactive = stdin.isTTY === true;
   const escaper = new ConsoleEscape();
   const onData = (chunk: Buffer) => {
     if (!interactive) {
@@ -179,11 +181,9 @@ export async function run(args: string[]): Promise<number> {
     if (r.help) process.stderr.write(CONSOLE_HELP);
     if (r.quit) vm.stop();
   };
-  if (interactive) {
-    stdin.setRawMode(true);
-    stdin.on("data", onData);
-    stdin.resume();
-  }
+  if (interactive) stdin.setRawMode(true);
+  stdin.on("data", onData);
+  stdin.resume();
   const onSignal = () => vm.stop();
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -200,10 +200,8 @@ export async function run(args: string[]): Promise<number> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    if (interactive) {
-      stdin.setRawMode(false);
-      stdin.off("data", onData);
-      stdin.pause();
-    }
+    if (interactive) stdin.setRawMode(false);
+    stdin.off("data", onData);
+    stdin.pause();
   }
 }

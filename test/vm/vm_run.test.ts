@@ -28,17 +28,20 @@ function vessel(args: string[], env: Record<string, string> = {}) {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function helloKernel(): string | undefined {
-  const out = join(tmp, "hello.bin");
-  const r = spawnSync("nasm", ["-f", "bin", "-o", out, join(root, "test/vm/payloads/hello_kernel.asm")]);
+/** A synthetic bzImage whose 64-bit entry (startup_64) is payloads/<name>.asm. */
+function payloadKernel(name: string): string | undefined {
+  const out = join(tmp, `${name}.bin`);
+  const r = spawnSync("nasm", ["-f", "bin", "-o", out, join(root, `test/vm/payloads/${name}.asm`)]);
   if (r.status !== 0) return undefined;
-  const image = syntheticBzImage({ payloadSize: 4096 });
+  const code = readFileSync(out);
+  const image = syntheticBzImage({ payloadSize: Math.ceil((0x200 + code.length) / 4096) * 4096 });
   const setupSize = (image[0x1f1]! + 1) * 512;
-  image.set(readFileSync(out), setupSize + 0x200); // startup_64 = protected-mode start + 0x200
-  const path = join(tmp, "hello.bzImage");
+  image.set(code, setupSize + 0x200); // startup_64 = protected-mode start + 0x200
+  const path = join(tmp, `${name}.bzImage`);
   writeFileSync(path, image);
   return path;
 }
+const helloKernel = () => payloadKernel("hello_kernel");
 
 const kvmSkip = spawnSync("nasm", ["-v"]).status !== 0 ? "nasm is not installed" : undefined;
 const noKvm = existsSync("/dev/kvm") ? undefined : "no /dev/kvm on this host";
@@ -147,4 +150,66 @@ test("the engine probe picks the soft engine on PVM and without /dev/kvm, and sa
     engine: "soft",
     reason: "using the soft engine: this host has no /nonexistent/kvm",
   });
+});
+
+const python = spawnSync("python3", ["-c", "import pty"]).status === 0;
+
+/**
+ * Runs `vessel vm run ...` on a pseudo-terminal (python3's pty module: Node has none), types
+ * `keys` once `waitFor` has appeared, and returns everything the terminal showed and the status.
+ */
+function onTerminal(args: string[], waitFor: string, keys: string[]): { status: number; output: string } {
+  const script = `
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.executable if False else ${JSON.stringify(process.execPath)}, [${JSON.stringify(process.execPath)}, ${JSON.stringify(bin)}, "vm", "run", *sys.argv[1:]])
+out = b""
+keys = [k.encode("latin1") for k in ${JSON.stringify(keys)}]
+deadline = time.time() + 50
+sent = False
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if not sent and ${JSON.stringify(waitFor)}.encode() in out:
+        sent = True
+        for k in keys:
+            os.write(fd, k)
+            time.sleep(0.3)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("latin1"))
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 99)
+`;
+  const r = spawnSync("python3", ["-c", script, ...args], { encoding: "latin1", timeout: 60000 });
+  return { status: r.status ?? -1, output: r.stdout + r.stderr };
+}
+
+test("vm run console on a terminal: typed bytes reach the guest's UART interrupt handler, Ctrl-A x leaves", {
+  skip: kvmSkip ?? noKvm ?? (python ? undefined : "python3 (for a pty) is not installed"),
+}, () => {
+  const kernel = payloadKernel("echo_kernel")!;
+  const r = onTerminal(["--engine", "kvm", "--kernel", kernel, "--mem", "64M"], "echo ready", [
+    "hi!",
+    "\x01x",
+  ]);
+  assert.equal(r.status, 0, r.output);
+  assert.match(r.output, /echo ready/);
+  assert.match(r.output, /hi!/);
+});
+
+test("vm run console on a terminal: the guest's exit status ends the run (q makes the stand-in kernel exit 3)", {
+  skip: kvmSkip ?? noKvm ?? (python ? undefined : "python3 (for a pty) is not installed"),
+}, () => {
+  const kernel = payloadKernel("echo_kernel")!;
+  const r = onTerminal(["--engine", "kvm", "--kernel", kernel, "--mem", "64M", "--", "sh"], "echo ready", [
+    "q",
+  ]);
+  assert.equal(r.status, 3, r.output);
 });
