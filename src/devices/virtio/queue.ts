@@ -230,16 +230,6 @@ export class Virtqueue {
     return chain;
   }
 
-  /**
-   * Gives back a chain the device popped but cannot serve yet (e.g. an rx buffer too small is not
-   * this case; a host with no data is): the next pop returns it again.
-   */
-  undoPop(chain: DescriptorChain): void {
-    if (!this.inFlight.delete(chain.head)) return;
-    this.nextAvail = (this.nextAvail - 1) & 0xffff;
-    this.stats.chains--;
-  }
-
   /** Follows the chain at `head`, checking every descriptor; undefined (and broken) if malformed. */
   private walk(head: number): DescriptorChain | undefined {
     const chain: DescriptorChain = { head, readable: [], writable: [], readableBytes: 0, writableBytes: 0 };

@@ -8,7 +8,7 @@
  */
 import type { GuestMemory } from "../../../memory/guest_memory.js";
 import { GuestFaultLog } from "../../guest_fault_log.js";
-import { ChainReader, ChainWriter, type Virtqueue } from "../queue.js";
+import { ChainReader, ChainWriter, type DescriptorChain, type Virtqueue } from "../queue.js";
 import {
   type ActivateContext,
   readConfigBytes,
@@ -46,6 +46,10 @@ export class VsockDevice implements VirtioDevice {
   private queues: readonly Virtqueue[] = [];
   private interrupt: VirtioInterrupt | undefined;
   private active = false;
+  /** An rx buffer popped and not filled (the backend had nothing after all): used first next time. */
+  private spareRx: DescriptorChain | undefined;
+  private inRx = false;
+  private rxAgain = false;
 
   constructor(
     private readonly memory: GuestMemory,
@@ -116,28 +120,45 @@ export class VsockDevice implements VirtioDevice {
     this.processRx();
   }
 
-  /** Fills the guest's rx buffers with whatever the backend has for it. */
+  /**
+   * Fills the guest's rx buffers with whatever the backend has for it. Re-entrant calls (the
+   * backend queueing a packet while we ask it for one) only ask for another round; a buffer popped
+   * when the backend then had nothing after all is kept for the next packet.
+   */
   private processRx(): void {
     const q = this.queues[RX];
     if (!this.active || q === undefined) return;
-    while (this.backend.hasRx()) {
-      const chain = q.pop();
-      if (chain === undefined) break;
-      if (chain.writableBytes < VSOCK_HDR_SIZE) {
-        this.bad(`rx buffer of ${chain.writableBytes} bytes, shorter than a header`);
-        q.addUsed(chain.head, 0);
-        continue;
-      }
-      const packet = this.backend.nextRx(chain.writableBytes - VSOCK_HDR_SIZE);
-      if (packet === undefined) {
-        q.undoPop(chain);
-        break;
-      }
-      const writer = new ChainWriter(this.memory, chain.writable, chain.writableBytes);
-      writer.write(encodeHeader(packet));
-      writer.write(packet.payload);
-      q.addUsed(chain.head, writer.written);
-      this.metrics.rxPackets++;
+    if (this.inRx) {
+      this.rxAgain = true;
+      return;
+    }
+    this.inRx = true;
+    try {
+      do {
+        this.rxAgain = false;
+        while (this.backend.hasRx()) {
+          const chain = this.spareRx ?? q.pop();
+          this.spareRx = undefined;
+          if (chain === undefined) break;
+          if (chain.writableBytes < VSOCK_HDR_SIZE) {
+            this.bad(`rx buffer of ${chain.writableBytes} bytes, shorter than a header`);
+            q.addUsed(chain.head, 0);
+            continue;
+          }
+          const packet = this.backend.nextRx(chain.writableBytes - VSOCK_HDR_SIZE);
+          if (packet === undefined) {
+            this.spareRx = chain;
+            break;
+          }
+          const writer = new ChainWriter(this.memory, chain.writable, chain.writableBytes);
+          writer.write(encodeHeader(packet));
+          writer.write(packet.payload);
+          q.addUsed(chain.head, writer.written);
+          this.metrics.rxPackets++;
+        }
+      } while (this.rxAgain);
+    } finally {
+      this.inRx = false;
     }
     if (q.needsNotification()) this.interrupt?.signalUsedBuffer();
   }
@@ -157,6 +178,7 @@ export class VsockDevice implements VirtioDevice {
 
   reset(): void {
     this.active = false;
+    this.spareRx = undefined;
     this.queues = [];
     this.interrupt = undefined;
     this.backend.reset();
