@@ -17,6 +17,8 @@ packages=(
   debootstrap e2fsprogs  # Debian root filesystems for containers and VMs
   libseccomp-dev     # seccomp tests compare against libseccomp's constants
   attr               # container images: setfattr/getfattr for overlayfs opaque directories
+  gcc make libc6-dev linux-libc-dev  # native/*: C helpers (bench-exits uses <linux/kvm.h>)
+  python3            # vm run console tests drive a pty with python3's pty module (Node has none)
 )
 
 missing=()
