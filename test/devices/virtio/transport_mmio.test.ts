@@ -163,3 +163,13 @@ test("virtio-mmio turns an exception of the device into DEVICE_NEEDS_RESET, neve
   h.queue(0).add([{ writable: 4 }]);
   assert.ok((h.status() & STATUS_DEVICE_NEEDS_RESET) !== 0);
 });
+
+test("virtio-mmio bumps ConfigGeneration and raises a config interrupt when the device changes its config", () => {
+  const h = rng();
+  h.init();
+  const before = h.reg(MmioReg.ConfigGeneration);
+  h.transport.configChanged();
+  assert.equal(h.reg(MmioReg.ConfigGeneration), before + 1);
+  assert.equal(h.ackInterrupt(), 2, "VIRTIO_MMIO_INT_CONFIG");
+  assert.equal(h.irq.high, false);
+});
