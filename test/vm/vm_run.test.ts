@@ -73,6 +73,24 @@ for (const cpus of [1, 2]) {
   });
 }
 
+test("vm run reports a guest that crashes (triple fault) with a register dump, and fails", {
+  skip: kvmSkip ?? noKvm,
+}, () => {
+  const kernel = payloadKernel("crash_kernel")!;
+  const r = vessel(["--engine", "kvm", "--kernel", kernel, "--mem", "64M"]);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stdout, /crashing\n/);
+  assert.match(r.stderr, /vessel: the guest shut down \(triple fault\)/);
+  assert.match(r.stderr, /rip=/);
+});
+
+test("vm run --engine kvm on a file that is not a KVM device says so", () => {
+  const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname"], { VESSEL_KVM_PATH: "/etc/hostname" });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /\/etc\/hostname is not a KVM device/);
+  assert.match(r.stderr, /--engine soft/);
+});
+
 test("vm run --engine kvm without /dev/kvm says what to do", () => {
   const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname"], { VESSEL_KVM_PATH: "/nonexistent/kvm" });
   assert.equal(r.status, 1);

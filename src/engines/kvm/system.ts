@@ -69,7 +69,17 @@ export class KvmSystem {
       );
     }
     try {
-      const apiVersion = ioctlInt(fd, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+      let apiVersion: number;
+      try {
+        apiVersion = ioctlInt(fd, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+      } catch (err) {
+        throw new KvmError(
+          "KVM_NOT_KVM",
+          `${path} is not a KVM device (${err instanceof Error ? err.message : String(err)}); point VESSEL_KVM_PATH at /dev/kvm, or run with --engine soft`,
+          { path },
+          err,
+        );
+      }
       if (apiVersion !== KVM_API_VERSION) {
         throw new KvmError(
           "KVM_API_VERSION",
