@@ -1,7 +1,6 @@
 import type { AccessSize } from "../../bus/device.js";
 import {
   EXIT_REASON_NAMES,
-  KVM_EXIT_DEBUG,
   KVM_EXIT_EXCEPTION,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
@@ -219,8 +218,7 @@ export function runVcpu(
       case KVM_EXIT_INTR:
       case KVM_EXIT_IRQ_WINDOW_OPEN:
         break;
-      case KVM_EXIT_DEBUG:
-      default:
+      default: // KVM_EXIT_DEBUG, KVM_EXIT_UNKNOWN, ... : nothing a running guest should cause
         return {
           kind: "unhandled_exit",
           reason,
