@@ -29,14 +29,18 @@ function vessel(args: string[], env: Record<string, string> = {}) {
 }
 
 /** A synthetic bzImage whose 64-bit entry (startup_64) is payloads/<name>.asm. */
-function payloadKernel(name: string): string | undefined {
+function payloadKernel(name: string, bits: 32 | 64 = 64): string | undefined {
   const out = join(tmp, `${name}.bin`);
   const r = spawnSync("nasm", ["-f", "bin", "-o", out, join(root, `test/vm/payloads/${name}.asm`)]);
   if (r.status !== 0) return undefined;
   const code = readFileSync(out);
-  const image = syntheticBzImage({ payloadSize: Math.ceil((0x200 + code.length) / 4096) * 4096 });
+  const image = syntheticBzImage({
+    payloadSize: Math.ceil((0x200 + code.length) / 4096) * 4096,
+    ...(bits === 32 ? { xloadflags: 0 } : {}),
+  });
   const setupSize = (image[0x1f1]! + 1) * 512;
-  image.set(code, setupSize + 0x200); // startup_64 = protected-mode start + 0x200
+  // 64-bit: startup_64 = protected-mode start + 0x200; 32-bit: code32_start = protected-mode start
+  image.set(code, setupSize + (bits === 64 ? 0x200 : 0));
   const path = join(tmp, `${name}.bzImage`);
   writeFileSync(path, image);
   return path;
@@ -72,6 +76,17 @@ for (const cpus of [1, 2]) {
     assert.match(r.stderr, /to userspace {2}\d/);
   });
 }
+
+test("vm run --engine soft boots a 32-bit bzImage on the software CPU and exits with the guest's status", {
+  skip: kvmSkip,
+}, () => {
+  const kernel = payloadKernel("hello_kernel32", 32)!;
+  const r = vessel(["--engine", "soft", "--kernel", kernel, "--mem", "64M", "--stats", "--", "true"]);
+  assert.equal(r.status, 7, r.stderr);
+  assert.match(r.stdout, /hello from a bzImage: HdrS\n/);
+  assert.match(r.stderr, /engine {8}soft/);
+  assert.match(r.stderr, /instructions {2}\d+/);
+});
 
 test("vm run reports a guest that crashes (triple fault) with a register dump, and fails", {
   skip: kvmSkip ?? noKvm,
