@@ -1,5 +1,5 @@
 import type { AccessSize, Device, IrqLine } from "../bus/device.js";
-import { GuestFaultLog } from "./guest_fault_log.js";
+import { GuestFaultLog, readBytes, writeBytes } from "./guest_fault_log.js";
 import type { InterruptSource } from "./interrupt_source.js";
 
 /**
@@ -235,18 +235,9 @@ export class Pic8259Pair implements InterruptSource {
   private chipDevice(index: 0 | 1, name: string): Device {
     return {
       name,
-      read: (offset: number, size: AccessSize) => {
-        const b = this.readChip(index, offset & 1);
-        return size === 1
-          ? b
-          : size === 2
-            ? (this.readChip(index, 1) << 8) | b
-            : (0xffff0000 | (this.readChip(index, 1) << 8) | b) >>> 0;
-      },
-      write: (offset: number, size: AccessSize, value: number) => {
-        this.writeChip(index, offset & 1, value & 0xff);
-        if (size > 1 && offset === 0) this.writeChip(index, 1, (value >>> 8) & 0xff);
-      },
+      read: (offset: number, size: AccessSize) => readBytes((o) => this.readChip(index, o), offset, size, 2),
+      write: (offset: number, size: AccessSize, value: number) =>
+        writeBytes((o, v) => this.writeChip(index, o, v), offset, size, value, 2),
     };
   }
 

@@ -1,5 +1,6 @@
 import type { AccessSize, Device, IrqLine } from "../bus/device.js";
 import { NO_IRQ } from "../bus/device.js";
+import { readBytes, writeBytes } from "./guest_fault_log.js";
 import type { VirtualClock } from "./interrupt_source.js";
 
 /** The PIT's input clock: 1.193182 MHz (Linux PIT_TICK_RATE). */
@@ -360,14 +361,11 @@ export class Pit8254 implements Device {
   // ---- Device (0x40-0x43) ----
 
   read(offset: number, size: AccessSize): number {
-    const b = this.readByte(offset);
-    if (size === 1) return b;
-    // Wider reads of an 8-bit device: the byte, upper bytes floating.
-    return size === 2 ? 0xff00 | b : (0xffffff00 | b) >>> 0;
+    return readBytes((o) => this.readByte(o), offset, size, 4);
   }
 
-  write(offset: number, _size: AccessSize, value: number): void {
-    this.writeByte(offset, value & 0xff);
+  write(offset: number, size: AccessSize, value: number): void {
+    writeBytes((o, v) => this.writeByte(o, v), offset, size, value, 4);
   }
 
   private readByte(offset: number): number {

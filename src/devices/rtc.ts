@@ -1,4 +1,5 @@
 import type { AccessSize, Device, IrqLine } from "../bus/device.js";
+import { readBytes, writeBytes } from "./guest_fault_log.js";
 import type { VirtualClock } from "./interrupt_source.js";
 
 /**
@@ -140,19 +141,19 @@ export class CmosRtc implements Device {
   // ---- Device ----
 
   read(offset: number, size: AccessSize): number {
-    let value: number;
-    if (offset === 0) value = 0xff;
-    else if (offset === 1) value = this.readRegister(this.index, true);
-    else value = 0xff;
-    return size === 1 ? value : size === 2 ? 0xff00 | value : (0xffffff00 | value) >>> 0;
+    return readBytes((o) => (o === 1 ? this.readRegister(this.index, true) : 0xff), offset, size, 2);
   }
 
-  write(offset: number, _size: AccessSize, value: number): void {
-    value &= 0xff;
+  /** A 16-bit write to 0x70 sets the index (low byte) and writes the data port (high byte). */
+  write(offset: number, size: AccessSize, value: number): void {
+    writeBytes((o, v) => this.writeByte(o, v), offset, size, value, 2);
+  }
+
+  private writeByte(offset: number, value: number): void {
     if (offset === 0) {
       this.index = value & 0x7f;
       this.nmiDisabled = (value & 0x80) !== 0;
-    } else if (offset === 1) {
+    } else {
       this.writeRegister(this.index, value);
     }
   }

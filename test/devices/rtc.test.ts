@@ -163,3 +163,9 @@ test("rtc survives garbage written to every register and index", () => {
     assert.ok(Number.isFinite(r.nextDeadlineNs()) || r.nextDeadlineNs() === Number.POSITIVE_INFINITY);
   }
 });
+
+test("rtc takes a 16-bit write to the index port as index then data", () => {
+  const { r, get } = rtc();
+  r.write(0, 2, (0x5a << 8) | 0x41);
+  assert.equal(get(0x41), 0x5a);
+});
