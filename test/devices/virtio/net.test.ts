@@ -229,3 +229,16 @@ test("virtio-net poll() moves frames synchronously, as the machine's run loop ca
     dev.close();
   }
 });
+
+test("virtio-net drops a transmit chain larger than any frame, or shorter than its header", () => {
+  const { h, tap, dev } = fakeNet();
+  try {
+    h.queue(1).add([{ data: new Uint8Array(70000) }]);
+    h.queue(1).add([{ data: new Uint8Array(5) }]);
+    assert.equal(tap.written.length, 0);
+    assert.equal(dev.metrics.txDropped, 2);
+    assert.equal(h.queue(1).takeUsed().length, 2, "both chains are returned to the guest");
+  } finally {
+    dev.close();
+  }
+});

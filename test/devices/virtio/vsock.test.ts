@@ -344,3 +344,15 @@ test("virtio-vsock moves 1 MiB each way through an echo server within both sides
     server.close();
   }
 });
+
+test("virtio-vsock returns rx buffers too small for a header unused and counts them", async () => {
+  const g = new GuestVsock(64 * 1024, 16);
+  try {
+    g.send({ op: VsockOp.Request, srcPort: 40009, dstPort: 6001 }); // refused: an RST is queued
+    await waitFor(() => g.dev.metrics.badPackets > 0);
+    const used = g.h.queue(0).takeUsed();
+    assert.ok(used.length > 0 && used.every((u) => u.len === 0), "16-byte buffers come back empty");
+  } finally {
+    g.close();
+  }
+});
