@@ -458,7 +458,10 @@ export class LocalApic implements Device, InterruptSource, NmiSource {
 
   private extIntPending(): boolean {
     const pic = this.extInt;
-    if (pic === undefined || !pic.hasInterrupt()) return false;
+    if (pic === undefined || !pic.hasInterrupt()) {
+      this.extIntMessage = false; // the request behind an ExtINT message went away
+      return false;
+    }
     if (!this.hwEnabled() || this.extIntMessage) return true;
     const lint0 = this.lvt[LVT_LINT0]!;
     return (lint0 & LVT_MASKED) === 0 && ((lint0 >> 8) & 7) === DM_EXTINT;
