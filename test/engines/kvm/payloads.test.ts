@@ -9,6 +9,7 @@ import { BusIo } from "../../../src/engines/kvm/bus_io.js";
 import { KvmEngine } from "../../../src/engines/kvm/engine.js";
 import { isPvm } from "../../../src/engines/kvm/system.js";
 import { COM1_PORT } from "../../../src/memory/layout.js";
+import { close, eventfd, eventfdRead, eventfdSignal } from "../../../src/sys/libc.js";
 import { assemble, flat32Entry, kvmSkipReason, RecordingIo } from "./helpers.js";
 
 /**
@@ -199,4 +200,27 @@ test("kvm: the guest resets the machine through the i8042 (command 0xFE)", { ski
   const r = await e.run(flat32Entry(0x1000), new BusIo(ports, new MmioBus()), { timeoutMs: 10000 });
   assert.equal(r.event.kind, "stopped");
   assert.equal(resets, 1);
+});
+
+test("kvm: an irqfd raises a guest interrupt and an ioeventfd takes port writes without exits", {
+  skip,
+}, async () => {
+  const e = machine();
+  e.memory.write(0x1000, assemble("eventfds"));
+  const irq = eventfd(0);
+  const kick = eventfd(0);
+  e.vm.irqfd(irq, 4);
+  e.vm.ioeventfd(0x510, 1, kick, true);
+  const io = new RecordingIo();
+  io.onPortWrite = (port) => {
+    if (port === 0xf6) eventfdSignal(irq);
+    if (port === 0xf5) e.requestStop();
+  };
+  const r = await e.run(flat32Entry(0x1000), io, { timeoutMs: 10000 });
+  assert.equal(r.event.kind, "stopped", JSON.stringify(r.event));
+  assert.deepEqual(io.writesTo(0xf7), [1]);
+  assert.deepEqual(io.writesTo(0x510), [], "ioeventfd writes must not exit to user space");
+  assert.equal(eventfdRead(kick), 5n);
+  close(irq);
+  close(kick);
 });
