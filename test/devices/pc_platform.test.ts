@@ -204,3 +204,18 @@ test("pc platform survives garbage on every chipset port and MMIO register", () 
     log.restore();
   }
 });
+
+test("pc platform: IOAPIC pin 0 in ExtINT mode carries the 8259's vector (Linux's check_timer fallback)", () => {
+  const m = machine();
+  m.initPic(0x0002);
+  m.apicWrite(0xf0, 0x1ff);
+  m.apicWrite(0x350, 0x10700); // LINT0 masked
+  m.ioapicRoute(0, 0x700); // pin 0: ExtINT
+  const kbd = m.p.irqLine(1);
+  kbd.setLevel(true);
+  assert.equal(m.p.hasInterrupt(), true);
+  assert.equal(m.p.acknowledgeInterrupt(), 0x31);
+  kbd.setLevel(false);
+  m.out(0x20, 0x20);
+  assert.equal(m.p.hasInterrupt(), false);
+});
