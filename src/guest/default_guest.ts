@@ -151,11 +151,31 @@ export function parseGuestArch(value: string): GuestArch {
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
-function unpack(deb: string, into: string): void {
+/**
+ * Unpacks a .deb like `dpkg-deb -x`; with `patterns`, only the members matching them (tar
+ * --wildcards on `dpkg-deb --fsys-tarfile`), which spares writing and deleting a whole kernel's
+ * module tree (hundreds of MB for amd64) when the initramfs needs a dozen modules.
+ */
+function unpack(deb: string, into: string, patterns?: readonly string[]): void {
   rmSync(into, { recursive: true, force: true });
   mkdirSync(into, { recursive: true });
-  const r = spawnSync("dpkg-deb", ["-x", deb, into], { encoding: "utf8" });
-  if (r.error || r.status !== 0) {
+  const r =
+    patterns === undefined
+      ? spawnSync("dpkg-deb", ["-x", deb, into], { encoding: "utf8" })
+      : spawnSync(
+          "sh",
+          [
+            "-c",
+            'deb=$1; dir=$2; shift 2; dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards "$@"',
+            "sh",
+            deb,
+            into,
+            ...patterns,
+          ],
+          { encoding: "utf8" },
+        );
+  // With patterns, tar exits 2 when one matches nothing; the caller checks what it needs.
+  if (r.error || (r.status !== 0 && patterns === undefined)) {
     const missing = (r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
     throw new GuestError(
       missing ? "GUEST_NO_DPKG" : "GUEST_UNPACK_FAILED",
@@ -167,6 +187,23 @@ function unpack(deb: string, into: string): void {
     );
   }
 }
+
+/**
+ * Where the guest modules and everything they depend on live in Debian's 6.1 kernels (a module
+ * outside these paths makes the build fall back to unpacking the whole package).
+ */
+const MODULE_PATTERNS = [
+  "./boot/*",
+  "./lib/modules/*/modules.builtin",
+  "./lib/modules/*/kernel/drivers/virtio/*",
+  "./lib/modules/*/kernel/drivers/block/virtio_blk.ko*",
+  "./lib/modules/*/kernel/drivers/net/virtio_net.ko*",
+  "./lib/modules/*/kernel/drivers/net/net_failover.ko*",
+  "./lib/modules/*/kernel/net/core/*",
+  "./lib/modules/*/kernel/drivers/char/virtio_console.ko*",
+  "./lib/modules/*/kernel/drivers/char/hw_random/*",
+  "./lib/modules/*/kernel/net/vmw_vsock/*",
+];
 
 /** Reads a module file, decompressing .ko.xz / .ko.zst / .ko.gz with the host's tools. */
 function readModule(path: string): Uint8Array {
@@ -255,8 +292,9 @@ export function buildDefaultGuest(arch: GuestArch, options: BuildOptions = {}): 
   const work = join(paths.dir, "unpacked");
   const kdir = join(work, "kernel");
   const bdir = join(work, "busybox");
-  unpack(kernelDeb, kdir);
+  unpack(kernelDeb, kdir, MODULE_PATTERNS);
   unpack(busyboxDeb, bdir);
+  if (!existsSync(join(kdir, "boot"))) unpack(kernelDeb, kdir);
   const bootFiles = readdirSync(join(kdir, "boot"));
   const vmlinuz = bootFiles.find((f) => f.startsWith("vmlinuz-"));
   if (vmlinuz === undefined) {
@@ -278,10 +316,18 @@ export function buildDefaultGuest(arch: GuestArch, options: BuildOptions = {}): 
   } catch {
     /* no list: treat nothing as built in */
   }
-  const { order, missing } = resolveModules(GUEST_MODULES, files, parseBuiltin(builtinText), (_n, path) => {
-    const deps = readModinfo(readModule(join(modulesDir, path))).get("depends")?.[0] ?? "";
-    return deps.split(",").filter((d) => d.length > 0);
-  });
+  const resolve = (available: ReadonlyMap<string, string>) =>
+    resolveModules(GUEST_MODULES, available, parseBuiltin(builtinText), (_n, path) => {
+      const deps = readModinfo(readModule(join(modulesDir, path))).get("depends")?.[0] ?? "";
+      return deps.split(",").filter((d) => d.length > 0);
+    });
+  let { order, missing } = resolve(files);
+  if (missing.length > 0) {
+    // A module or dependency lives elsewhere in this kernel: unpack it all and resolve again.
+    progress(`      ${missing.join(", ")} not under the usual paths: unpacking the whole kernel package`);
+    unpack(kernelDeb, kdir);
+    ({ order, missing } = resolve(listModuleFiles(modulesDir)));
+  }
   if (missing.length > 0)
     progress(`      note: not in this kernel (neither module nor built-in): ${missing.join(", ")}`);
 
