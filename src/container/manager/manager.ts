@@ -6,6 +6,7 @@ import { shortId } from "../image/digest.js";
 import { defaultRoot, ImageStore } from "../image/store.js";
 import { leftovers as networkLeftovers } from "../network/bridge.js";
 import { ManagerError } from "./errors.js";
+import { readLogFrom } from "./log.js";
 import { supervise, teardown } from "./monitor.js";
 import { cgroupsPath, resolveUser } from "./oci_config.js";
 import {
@@ -172,9 +173,45 @@ export class Manager {
     return cfg;
   }
 
-  /** Runs a created container attached to this process; returns its exit code. */
+  /**
+   * Runs a created container attached to this process; returns its exit code. With a runtime
+   * that gives pipes, or for --rm, -t and -i runs, the monitor runs in this process (the library
+   * runtime then writes straight to this terminal). Otherwise the container runs under its own
+   * monitor process, as with -d, so that `logs` has its output, and this process follows the log.
+   */
   async runAttached(id: string): Promise<number> {
-    return supervise(this.containers, id, { attached: true, driver: await this.driver() });
+    const cfg = this.containers.config(id);
+    const driver = await this.driver();
+    if (driver.canPipe || cfg.autoRemove || cfg.tty || cfg.interactive) {
+      return supervise(this.containers, id, { attached: true, driver });
+    }
+    const forward = (sig: NodeJS.Signals) => {
+      this.containers.updateState(id, { stopRequested: true });
+      driver.kill(id, sig);
+    };
+    const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+    for (const s of signals) process.on(s, forward);
+    try {
+      await this.startDetached(id);
+      const path = this.containers.path(id, "log.json");
+      let offset = 0;
+      const drain = () => {
+        const r = readLogFrom(path, offset);
+        offset = r.offset;
+        for (const l of r.lines) (l.stream === "stderr" ? process.stderr : process.stdout).write(l.log);
+      };
+      for (;;) {
+        drain();
+        const st = this.containers.state(id);
+        if (st.status !== "running" && !pidAlive(st.monitorPid)) {
+          drain();
+          return st.exitCode ?? 0;
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    } finally {
+      for (const s of signals) process.off(s, forward);
+    }
   }
 
   /** Starts a created container under a detached monitor process; resolves once it runs. */

@@ -300,6 +300,11 @@ test("logs, logs --tail and logs -f of a detached container", async (t) => {
   const stamped = await ok(["container", "logs", "-t", "--tail", "2", id]);
   assert.match(stamped, /^\d{4}-\d\d-\d\dT[\d:.]+Z line3\n$/);
   await ok(["container", "rm", id]);
+  const attached = await vessel(["container", "run", "--name", "attached", "busybox", "sh", "-c", "echo shown; exit 4"]);
+  assert.equal(attached.code, 4);
+  assert.equal(attached.stdout, "shown\n");
+  assert.equal(await ok(["container", "logs", "attached"]), "shown\n", "an attached run's output is in the log too");
+  await ok(["container", "rm", "attached"]);
 });
 
 test("exec runs in a running container and returns the command's exit code", async (t) => {
