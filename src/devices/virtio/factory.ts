@@ -47,8 +47,10 @@ export type { VirtioDeviceSpec } from "./device_spec.js";
 
 export interface VirtioContext {
   memory: GuestMemory;
-  /** The device's interrupt line (GSI VIRTIO_IRQ_BASE + slot), level-triggered. */
+  /** The device's interrupt line (GSI VIRTIO_IRQ_BASE + slot). */
   irq: IrqLine;
+  /** How the line is driven; must match the DSDT's trigger mode (default "level"). */
+  irqMode?: "level" | "edge";
 }
 
 /** Builds the device model of a spec (host resources opened: image, TAP, listening socket). */
@@ -83,7 +85,12 @@ export function createVirtioModel(spec: VirtioDeviceSpec, memory: GuestMemory): 
 
 /** A virtio device behind its virtio-mmio transport: the `Device` to register on the MmioBus. */
 export function createVirtioDevice(spec: VirtioDeviceSpec, ctx: VirtioContext): MmioTransport {
-  return new MmioTransport(createVirtioModel(spec, ctx.memory), ctx.memory, ctx.irq);
+  return new MmioTransport(
+    createVirtioModel(spec, ctx.memory),
+    ctx.memory,
+    ctx.irq,
+    ctx.irqMode === undefined ? {} : { irqMode: ctx.irqMode },
+  );
 }
 
 /**
@@ -120,7 +127,7 @@ export function virtioMmioCmdlineArg(i: number): string {
  */
 export function attachVirtioDevices(
   specs: readonly VirtioDeviceSpec[],
-  ctx: { memory: GuestMemory; mmio: MmioBus; irqLine: (gsi: number) => IrqLine },
+  ctx: { memory: GuestMemory; mmio: MmioBus; irqLine: (gsi: number) => IrqLine; irqMode?: "level" | "edge" },
 ): MmioTransport[] {
   if (specs.length > VIRTIO_MAX_DEVICES) {
     throw new VirtioError(
@@ -135,7 +142,11 @@ export function attachVirtioDevices(
   try {
     specs.forEach((spec, i) => {
       const slot = virtioMmioSlot(i);
-      const t = createVirtioDevice(spec, { memory: ctx.memory, irq: ctx.irqLine(slot.irq) });
+      const t = createVirtioDevice(spec, {
+        memory: ctx.memory,
+        irq: ctx.irqLine(slot.irq),
+        ...(ctx.irqMode === undefined ? {} : { irqMode: ctx.irqMode }),
+      });
       out.push(t);
       ctx.mmio.register(slot.base, slot.size, t);
     });

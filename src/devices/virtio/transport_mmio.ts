@@ -74,6 +74,12 @@ const TRANSPORT_FEATURES = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_INDIRECT_DESC | VI
 export interface MmioTransportOptions {
   /** Bound on the bytes of one descriptor chain (see queue.ts). */
   maxChainBytes?: number;
+  /**
+   * "level" (default): the line is high while InterruptStatus != 0 (DSDT: level, active high).
+   * "edge": every notification is a pulse (setLevel(true) then false), for an edge-triggered
+   * line (DSDT edge; a KVM irqfd without resampling).
+   */
+  irqMode?: "level" | "edge";
 }
 
 /** Counters of one transport, for statistics. */
@@ -449,15 +455,27 @@ export class MmioTransport implements Device, VirtioInterrupt {
 
   signalUsedBuffer(): void {
     this.interruptStatus |= VIRTIO_MMIO_INT_VRING;
-    this.updateLine();
+    this.notifyLine();
   }
 
   signalConfigChange(): void {
     this.interruptStatus |= VIRTIO_MMIO_INT_CONFIG;
-    this.updateLine();
+    this.notifyLine();
+  }
+
+  /** A new notification: level lines follow InterruptStatus, edge lines pulse every time. */
+  private notifyLine(): void {
+    if (this.options.irqMode !== "edge") {
+      this.updateLine();
+      return;
+    }
+    this.stats.interrupts++;
+    this.irq.setLevel(true);
+    this.irq.setLevel(false);
   }
 
   private updateLine(): void {
+    if (this.options.irqMode === "edge") return;
     const high = this.interruptStatus !== 0;
     if (high === this.lineHigh) return;
     this.lineHigh = high;

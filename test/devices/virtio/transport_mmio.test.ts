@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { setDeviceLogSink } from "../../../src/devices/guest_fault_log.js";
 import { RngDevice } from "../../../src/devices/virtio/rng/device.js";
-import { MmioReg, VIRTIO_MMIO_MAGIC } from "../../../src/devices/virtio/transport_mmio.js";
+import { MmioReg, MmioTransport, VIRTIO_MMIO_MAGIC } from "../../../src/devices/virtio/transport_mmio.js";
+import { GuestMemory } from "../../../src/memory/guest_memory.js";
 import {
   STATUS_ACKNOWLEDGE,
   STATUS_DEVICE_NEEDS_RESET,
@@ -13,7 +14,7 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../../src/devices/virtio/virtio_device.js";
-import { VirtioTestHelper } from "./virtio_test_helper.js";
+import { MEM_SIZE, VirtioTestHelper } from "./virtio_test_helper.js";
 
 setDeviceLogSink(() => {});
 
@@ -172,4 +173,17 @@ test("virtio-mmio bumps ConfigGeneration and raises a config interrupt when the 
   assert.equal(h.reg(MmioReg.ConfigGeneration), before + 1);
   assert.equal(h.ackInterrupt(), 2, "VIRTIO_MMIO_INT_CONFIG");
   assert.equal(h.irq.high, false);
+});
+
+test("virtio-mmio in edge mode pulses its line for every notification", () => {
+  const levels: boolean[] = [];
+  const memory = GuestMemory.shared([{ base: 0, size: MEM_SIZE }]);
+  const h = new VirtioTestHelper((m) => new RngDevice(m), { memory });
+  const edge = new MmioTransport(h.device, memory, { setLevel: (l) => levels.push(l) }, { irqMode: "edge" });
+  edge.signalUsedBuffer();
+  edge.signalUsedBuffer();
+  assert.deepEqual(levels, [true, false, true, false]);
+  assert.equal(edge.read(MmioReg.InterruptStatus, 4), 1);
+  edge.write(MmioReg.InterruptAck, 4, 1);
+  assert.deepEqual(levels, [true, false, true, false], "acknowledging does not touch an edge line");
 });
