@@ -148,6 +148,10 @@ export function formatStats(r: VmResult): string {
       lines.push(`  ${name.padEnd(16)} ${n}`);
     }
   }
+  if (r.exitsByDevice !== undefined && r.exitsByDevice.length > 0) {
+    lines.push("I/O exits by device");
+    for (const d of r.exitsByDevice) lines.push(`  ${d.what.padEnd(30)} ${d.count}`);
+  }
   const u = r.unclaimed;
   lines.push(
     `unclaimed     ports ${u.portReads} reads / ${u.portWrites} writes, MMIO ${u.mmioReads} / ${u.mmioWrites}`,

@@ -51,6 +51,8 @@ export interface VmResult {
   wallMs: number;
   /** KVM: VM exits by reason, all vCPUs. */
   exits?: Record<string, number>;
+  /** KVM: the devices the I/O exits were for, busiest first. */
+  exitsByDevice?: { what: string; count: number }[];
   /** Soft engine: instructions executed. */
   instructions?: number;
   unclaimed: { portReads: number; portWrites: number; mmioReads: number; mmioWrites: number };
@@ -92,7 +94,7 @@ function summary(
       mmioWrites: dev.mmio.unclaimedWrites,
     },
     uart: { txBytes: dev.uart.stats.txBytes, rxBytes: dev.uart.stats.rxBytes },
-    wallMs: performance.now() - started,
+    wallMs: Math.max(performance.now() - started, clock.nowNs() / 1e6),
     ...(ns === undefined ? {} : { bootToUserspaceMs: ns / 1e6 }),
   };
 }
@@ -145,7 +147,8 @@ async function runKvm(): Promise<VmResult> {
     let marked = false;
     const entry = load(engine.memory, "x86_64", true);
     post({ t: "ready", kickLink: engine.machineLink.buffer });
-    const result = await engine.run(entry, new BusIo(dev.ports, dev.mmio), {
+    const busIo = new BusIo(dev.ports, dev.mmio);
+    const result = await engine.run(entry, busIo, {
       ...(c.timeoutMs === undefined ? {} : { timeoutMs: c.timeoutMs }),
       poll: () => {
         feedInput(dev);
@@ -162,6 +165,7 @@ async function runKvm(): Promise<VmResult> {
       engine: "kvm" as const,
       timedOut: result.timedOut,
       exits: result.exits,
+      exitsByDevice: busIo.busiest(),
       ...summary(dev, started),
     };
     const byDevice = stopResult(why);
