@@ -3,7 +3,8 @@
  * CPU with the devices that exist, prints the serial console, and reports MIPS. Run after a build:
  *   node dist/src/engines/soft/dev_boot.js [--max N] [--trace-from N]
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import { guestRamRegions } from "../../boot/e820.js";
 import { loadLinux } from "../../boot/linux_loader.js";
 import { MmioBus } from "../../bus/mmio_bus.js";
@@ -15,6 +16,7 @@ import { Uart16550 } from "../../devices/uart16550.js";
 import { DEFAULT_CMDLINE, guestPaths } from "../../guest/default_guest.js";
 import { guestCommandParam } from "../../guest/init_script.js";
 import { GuestMemory } from "../../memory/guest_memory.js";
+import { InstructionClock } from "./instruction_clock.js";
 import { SoftCpu } from "./soft_cpu.js";
 
 const args = process.argv.slice(2);
@@ -38,7 +40,8 @@ const entry = loadLinux(memory, {
 });
 const ports = new PortBus();
 const mmio = new MmioBus();
-const clock = new HostClock();
+const hostClock = args.includes("--host-clock");
+const clock = hostClock ? new HostClock() : new InstructionClock(10);
 const platform = new PcPlatform({ clock, apic });
 platform.attach(ports, mmio);
 const uart = new Uart16550(platform.irqLine(4), (b) =>
@@ -69,12 +72,25 @@ const cpu = new SoftCpu({
   },
 });
 cpu.loadEntryState(entry);
+if (clock instanceof InstructionClock) clock.attach(cpu.cpu);
+const profileAfter = args.includes("--profile-after")
+  ? Number(args[args.indexOf("--profile-after") + 1])
+  : -1;
+const session = new Session();
+let profiling = false;
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
 let last = t0;
 let lastInsns = 0;
 for (;;) {
   const stop = cpu.run(1_000_000);
+  if (profileAfter >= 0 && !profiling && cpu.cpu.instructions >= profileAfter) {
+    profiling = true;
+    session.connect();
+    session.post("Profiler.enable");
+    session.post("Profiler.start");
+    process.stderr.write(`profiling from ${cpu.cpu.instructions} instructions\n`);
+  }
   const now = performance.now();
   if (now - last > 5000) {
     const n = cpu.cpu.instructions;
@@ -88,6 +104,11 @@ for (;;) {
     process.stderr.write(`guest exit status ${exitStatus}\n`);
     break;
   }
+  if (stop.kind === "halted" && clock instanceof InstructionClock) {
+    // Idle: jump virtual time to the next timer deadline instead of waiting for it.
+    clock.skipTo(platform.nextDeadlineNs());
+    platform.advance(clock.nowNs());
+  }
   if (stop.kind === "budget" || stop.kind === "halted") {
     if (cpu.cpu.instructions >= max) {
       process.stderr.write(`instruction limit\n${cpu.dumpState()}\n`);
@@ -99,6 +120,11 @@ for (;;) {
     `\nstop: ${stop.kind} ${"reason" in stop ? stop.reason : ""}\n${"report" in stop ? stop.report : ""}\n`,
   );
   break;
+}
+if (profiling) {
+  session.post("Profiler.stop", (err, r) => {
+    if (err === null) writeFileSync("/tmp/soft-after.cpuprofile", JSON.stringify(r.profile));
+  });
 }
 const secs = (performance.now() - t0) / 1000;
 const used = process.cpuUsage(cpu0);

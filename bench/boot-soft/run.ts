@@ -1,0 +1,167 @@
+/**
+ * bench/boot-soft: boot-to-userspace of the default i386 guest (Debian's 686 kernel, busybox
+ * initramfs, `cryptomgr.notests` on the command line) on Vessel's software CPU, side by side with
+ * `qemu-system-i386 -accel tcg` and, when installed, v86 (the npm package `v86`, with Debian's
+ * seabios bios.bin and vgabios-stdvga.bin), in one run. The moment is the guest init's write to
+ * the debug-exit port (DEBUG_EXIT_PORT + 0): Vessel reports it through its debug-exit device,
+ * QEMU gets an isa-debug-exit device on the same port (QEMU ends at that write), v86 is watched
+ * through its port-write hook. Times are from launch; the ratios are printed.
+ *   node dist/bench/boot-soft/run.js [rounds=1]
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { ensureDefaultGuest } from "../../src/guest/default_guest.js";
+import { guestCommandParam } from "../../src/guest/init_script.js";
+import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
+import { Vm } from "../../src/vm/vm.js";
+
+const rounds = Number(process.argv[2] ?? 1);
+const MEM = 256 << 20;
+const TIMEOUT_MS = 600_000;
+
+const guest = ensureDefaultGuest("i386", (m) => console.error(m));
+const cmdline = `${guest.cmdline} ${guestCommandParam(["true"])}`;
+
+async function vessel(): Promise<number> {
+  const t0 = performance.now();
+  let userspace: number | undefined;
+  const vm = Vm.start(
+    {
+      engine: "soft",
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      cmdline,
+      memBytes: MEM,
+      cpus: 1,
+      timeoutMs: TIMEOUT_MS,
+    },
+    {
+      onUserspace: () => {
+        userspace ??= performance.now() - t0;
+      },
+    },
+  );
+  const r = await vm.wait();
+  if (userspace === undefined) throw new Error(`Vessel: the guest did not reach userspace: ${r.detail}`);
+  return userspace;
+}
+
+function qemu(): number | string {
+  if (spawnSync("qemu-system-i386", ["--version"]).status !== 0) return "qemu-system-i386 is not installed";
+  const t0 = performance.now();
+  const r = spawnSync(
+    "qemu-system-i386",
+    [
+      "-accel",
+      "tcg",
+      "-m",
+      String(MEM >> 20),
+      "-nodefaults",
+      "-no-user-config",
+      "-nographic",
+      "-serial",
+      "null",
+      "-no-reboot",
+      "-device",
+      `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x1`,
+      "-kernel",
+      guest.kernel,
+      "-initrd",
+      guest.initrd,
+      "-append",
+      cmdline,
+    ],
+    { timeout: TIMEOUT_MS },
+  );
+  const ms = performance.now() - t0;
+  // isa-debug-exit ends QEMU with status (value << 1) | 1 at the marker write.
+  if (r.status === null || r.status % 2 !== 1) return `QEMU did not reach the marker (status ${r.status})`;
+  return ms;
+}
+
+const BIOS = "/usr/share/seabios/bios.bin";
+const VGA_BIOS = "/usr/share/seabios/vgabios-stdvga.bin";
+
+/** v86 in this process (its own interpreter/JIT), if the npm package and SeaBIOS are installed. */
+async function v86(): Promise<number | string> {
+  let V86: new (
+    opts: Record<string, unknown>,
+  ) => {
+    add_listener(ev: string, f: (...a: unknown[]) => void): void;
+    destroy(): void;
+    stop(): void;
+  };
+  try {
+    const name = "v86";
+    const mod = (await import(name)) as { V86?: typeof V86; default?: { V86?: typeof V86 } };
+    const ctor = mod.V86 ?? mod.default?.V86;
+    if (ctor === undefined) return "the v86 package has no V86 export";
+    V86 = ctor;
+  } catch {
+    return "v86 is not installed (npm install --no-save v86)";
+  }
+  if (!existsSync(BIOS) || !existsSync(VGA_BIOS)) return "Debian's seabios package is not installed";
+  const buf = (p: string) => {
+    const b = readFileSync(p);
+    return { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) };
+  };
+  return await new Promise<number | string>((resolve) => {
+    const t0 = performance.now();
+    const emulator = new V86({
+      bios: buf(BIOS),
+      vga_bios: buf(VGA_BIOS),
+      bzimage: buf(guest.kernel),
+      initrd: buf(guest.initrd),
+      cmdline,
+      memory_size: MEM,
+      autostart: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+    });
+    const timer = setTimeout(() => {
+      emulator.destroy();
+      resolve("v86 did not reach the marker in time");
+    }, TIMEOUT_MS);
+    // v86 emits every port write it does not claim as "emulator-..."? It has no generic hook, so
+    // watch the serial console for the init's banner line, written just after the marker.
+    let line = "";
+    emulator.add_listener("serial0-output-byte", (byte: unknown) => {
+      const ch = String.fromCharCode(byte as number);
+      line = ch === "\n" ? "" : line + ch;
+      if (line.includes("Vessel default guest") || line.includes("vessel: userspace started")) {
+        clearTimeout(timer);
+        const ms = performance.now() - t0;
+        emulator.stop();
+        emulator.destroy();
+        resolve(ms);
+      }
+    });
+  });
+}
+
+if (!existsSync(guest.kernel)) throw new Error("no default i386 guest");
+console.log(`bench/boot-soft: boot to userspace, ${rounds} round(s), ${MEM >> 20} MiB, 1 CPU`);
+const results: Record<string, number[]> = { vessel: [], qemu: [], v86: [] };
+for (let i = 0; i < rounds; i++) {
+  const tv = await vessel();
+  results.vessel!.push(tv);
+  const tq = qemu();
+  if (typeof tq === "number") results.qemu!.push(tq);
+  const t8 = await v86();
+  if (typeof t8 === "number") results.v86!.push(t8);
+  const show = (t: number | string) => (typeof t === "number" ? `${(t / 1000).toFixed(2)} s` : t);
+  console.log(`  round ${i + 1}  Vessel soft ${show(tv)}   QEMU TCG ${show(tq)}   v86 ${show(t8)}`);
+}
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+const mv = median(results.vessel!);
+let summary = `median: Vessel soft ${(mv / 1000).toFixed(2)} s`;
+if (results.qemu!.length > 0) {
+  const mq = median(results.qemu!);
+  summary += `, QEMU TCG ${(mq / 1000).toFixed(2)} s (Vessel/QEMU ${(mv / mq).toFixed(2)})`;
+}
+if (results.v86!.length > 0) {
+  const m8 = median(results.v86!);
+  summary += `, v86 ${(m8 / 1000).toFixed(2)} s (Vessel/v86 ${(mv / m8).toFixed(2)})`;
+}
+console.log(summary);
+process.exit(0);
