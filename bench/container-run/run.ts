@@ -59,7 +59,7 @@ try {
   sh("podman", [...PODMAN, "load", "-i", archive]);
   console.log(`container run: ${RUNS} runs each after one warm-up, same busybox image (${TAG})\n`);
   const vNone = series(
-    "vessel container run --rm --network none IMAGE true",
+    "vessel run --rm --network none IMAGE true (runtime library)",
     () => sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"]).ms,
   );
   const pNone = series(
@@ -67,7 +67,7 @@ try {
     () => sh("podman", [...PODMAN, "run", "--rm", ...ULIMITS, "--network", "none", TAG, "true"]).ms,
   );
   const vBridge = series(
-    "vessel container run --rm IMAGE true (bridge)",
+    "vessel run --rm IMAGE true (bridge, runtime library)",
     () => sh(process.execPath, [CLI, "container", "run", "--rm", TAG, "true"]).ms,
   );
   let pBridge: number | undefined;
@@ -79,8 +79,16 @@ try {
   } catch (err) {
     console.log(`podman bridge run failed, not compared: ${(err as Error).message.split("\n")[0]}`);
   }
+  const vRunc = series(
+    "vessel run --rm --network none, runc CLI",
+    () =>
+      sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"], {
+        ...env,
+        VESSEL_OCI_RUNTIME: "runc",
+      }).ms,
+  );
   const vOwn = series(
-    "vessel container run --rm --network none, vessel-runc",
+    "vessel run --rm --network none, vessel-runc CLI",
     () =>
       sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"], {
         ...env,
@@ -89,7 +97,8 @@ try {
   );
   console.log(`\nratio vessel/podman, --network none: ${(vNone / pNone).toFixed(2)}`);
   if (pBridge) console.log(`ratio vessel/podman, bridge:         ${(vBridge / pBridge).toFixed(2)}`);
-  console.log(`ratio vessel (vessel-runc)/podman, --network none: ${(vOwn / pNone).toFixed(2)}`);
+  console.log(`ratio vessel (runc CLI)/podman, --network none: ${(vRunc / pNone).toFixed(2)}`);
+  console.log(`ratio vessel (vessel-runc CLI)/podman, --network none: ${(vOwn / pNone).toFixed(2)}`);
 
   const ctx = join(root, "ctx");
   spawnSync("mkdir", ["-p", ctx]);
