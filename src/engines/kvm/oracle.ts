@@ -1,9 +1,17 @@
 /**
  * The KVM oracle for the software CPU's tests: runs a snippet of 32-bit x86 code in ring 3, in a
  * compatibility-mode code segment under a small 64-bit kernel (payloads/oracle_kernel.asm), and
- * returns the registers, flags, data and fault the real CPU produced. On this kind of host
- * (/dev/kvm is PVM) guest ring-3 code runs natively on the hardware; on hardware KVM it runs in
- * VMX/SVM non-root mode: either way the hardware is the oracle.
+ * returns the registers, flags, data and fault the CPU produced. On hardware KVM the snippet runs
+ * in VMX/SVM non-root mode: the hardware is the oracle.
+ *
+ * On PVM hosts (/dev/kvm from the `kvm_pvm` module) it is not: a guest that is not PVM-enlightened
+ * stays in PVM's "non-PVM" bootstrap mode, where ALL its code, ring 3 included, goes through KVM's
+ * x86 instruction emulator (measured: a ring-3 `dec ecx; jnz` loop runs at ~0.5-1 MIPS, and
+ * POPCNT, x87 arithmetic, DAA raise #UD). Writing the PVM MSRs (0x4b564d20.., 0x4b564df0..) #GPs
+ * and the PVM CPUID leaves (0x40000200) read 0 even with CR0/CR4/EFER/STAR set the PVM way, so
+ * Vessel's kernel cannot switch to PVM mode. The emulator computes ALU results by executing the
+ * same instruction on the host ("fastop"), so arithmetic and flags are still the hardware's;
+ * instructions it lacks fault with #UD (callers probe and skip those).
  *
  * Contract (helper-independent):
  *   runCompat32OnKvm(code, init, dataPage?) -> Promise<Compat32Result>
@@ -28,7 +36,8 @@
  *   - `timeoutMs` (default 5000) bounds a snippet that never ends: the result then has
  *     `fault.vector = -1` ("timed out").
  *   - Findings on PVM: ring-3 INT 0x80 arrives as #UD (6), not as vector 0x80; other exceptions
- *     arrive with their architectural vector and error code.
+ *     arrive with their architectural vector and error code; instructions KVM's emulator lacks
+ *     arrive as #UD (see above).
  *   Throws KvmError when the host has no usable KVM (see `kvmOracleSkipReason()`).
  */
 import { existsSync } from "node:fs";

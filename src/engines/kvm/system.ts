@@ -136,9 +136,11 @@ export class KvmSystem {
 }
 
 /**
- * True when /dev/kvm is provided by PVM (the `kvm_pvm` module): a nested, software hypervisor
- * that runs guest ring 3 natively but emulates guest kernel code one instruction at a time. It
- * refuses 32-bit paging and cannot boot a stock Linux kernel, so Vessel does not try.
+ * True when /dev/kvm is provided by PVM (the `kvm_pvm` module): a nested, software hypervisor.
+ * A PVM-enlightened guest kernel runs its user mode natively; a stock one stays in PVM's bootstrap
+ * mode, where every instruction goes through KVM's emulator (~1 MIPS; 32-bit paging refused;
+ * INT3, FWAIT, RDRAND, CMPXCHG16B, x87 arithmetic, POPCNT missing). It cannot boot a stock Linux
+ * kernel, so Vessel does not try.
  */
 export function isPvm(sysModuleDir = "/sys/module"): boolean {
   return existsSync(`${sysModuleDir}/kvm_pvm`);

@@ -1,8 +1,9 @@
 ; The oracle kernel (engines/kvm/oracle.ts): a tiny 64-bit supervisor that runs 32-bit snippets in
 ; ring 3, in a compatibility-mode code segment, and reports their registers, flags and faults. On
-; hosts where KVM guest ring 3 executes on the real CPU (hardware VMX/SVM, and PVM, whose guest
-; user mode runs natively), the snippet's results are the hardware's: an oracle for the software
-; CPU. Assembled by scripts/gen-oracle-kernel.mjs into oracle_kernel.ts (nasm, flat, ORG 0x1000).
+; hardware KVM (VMX/SVM) the snippet's results are the hardware's: an oracle for the software CPU.
+; On PVM hosts this non-enlightened kernel stays in PVM's bootstrap mode, where KVM's instruction
+; emulator runs all guest code (see oracle.ts).
+; Assembled by scripts/gen-oracle-kernel.mjs into oracle_kernel.ts (nasm, flat, ORG 0x1000).
 ;
 ; Protocol with the VMM (all at guest-physical = virtual, identity-mapped):
 ;   CTX  0x16000: eax ebx ecx edx esi edi ebp esp eflags (9 dwords): the snippet's initial state

@@ -1,6 +1,6 @@
 ; A drop to ring 3 and back. Ring 0 sets up a 64-bit TSS (RSP0: the stack the CPU switches to on
 ; the way back to ring 0), gates for every exception and for INT 0x80 (DPL 3), and IRETQs to
-; 64-bit user code (CS 0x2b, SS 0x23). The user code (which PVM runs natively on the hardware)
+; 64-bit user code (CS 0x2b, SS 0x23). The user code (run by KVM's instruction emulator on PVM, see oracle.ts)
 ; computes 6*7 and executes the instruction selected by the byte at DATA+16:
 ;   0: INT 0x80     1: HLT (privileged: #GP(0))     2: OUT (CPL 3 > IOPL 0: #GP(0))   3: UD2 (#UD)
 ; Every trap reports on port 0xf6: vector, error code, the privilege level of the interrupted
