@@ -160,8 +160,13 @@ test("virtio-net over a real TAP: UDP from the guest reaches the host and back",
   const dev = h.device as NetDevice;
   const host = createSocket("udp4");
   try {
-    configureTapAddress(tap.name, "10.213.7.1/24");
-    execFileSync("ip", ["neigh", "replace", "10.213.7.2", "lladdr", GUEST_MAC, "dev", tap.name]);
+    try {
+      configureTapAddress(tap.name, "10.213.7.1/24");
+      execFileSync("ip", ["neigh", "replace", "10.213.7.2", "lladdr", GUEST_MAC, "dev", tap.name]);
+    } catch (err) {
+      t.skip(`cannot configure the TAP with ip(8) here: ${(err as Error).message}`);
+      return;
+    }
     h.init();
     const hostMac = Uint8Array.from(
       readFileSync(`/sys/class/net/${tap.name}/address`, "utf8")
