@@ -13,7 +13,7 @@ packages=(
   acpica-tools       # tests: iasl -d disassembles Vessel's ACPI tables (src/boot/acpi.ts)
   seabios            # bench/boot-soft: v86 BIOS images
   podman runc crun uidmap slirp4netns fuse-overlayfs   # OCI runtime: podman end to end, runc/crun peers
-  iproute2 iptables  # container networking
+  iproute2 iptables  # container networking; virtio-net TAP tests (ip addr, ip neigh)
   debootstrap e2fsprogs  # Debian root filesystems for containers and VMs
   libseccomp-dev     # seccomp tests compare against libseccomp's constants
   attr               # container images: setfattr/getfattr for overlayfs opaque directories
