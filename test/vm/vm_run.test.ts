@@ -99,6 +99,34 @@ test("vm run reports a guest that crashes (triple fault) with a register dump, a
   assert.match(r.stderr, /rip=/);
 });
 
+test("vm run --engine kvm without permission on /dev/kvm gives the group hint", (t) => {
+  if (noKvm !== undefined) return t.skip(noKvm);
+  if (process.getuid?.() !== 0) return t.skip("needs root to drop to an unprivileged user");
+  if (spawnSync("setpriv", ["--version"]).status !== 0)
+    return t.skip("setpriv (util-linux) is not installed");
+  const r = spawnSync(
+    "setpriv",
+    [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      process.execPath,
+      bin,
+      "vm",
+      "run",
+      "--engine",
+      "kvm",
+      "--kernel",
+      "/etc/hostname",
+    ],
+    { encoding: "utf8", timeout: 30000 },
+  );
+  if (/EACCES|permission denied/i.test(r.stderr) && !/kvm/.test(r.stderr))
+    return t.skip("the repository is not readable by nobody");
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /no permission to open \/dev\/kvm: add your user to the "kvm" group/);
+});
+
 test("vm run --engine kvm on a file that is not a KVM device says so", () => {
   const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname"], { VESSEL_KVM_PATH: "/etc/hostname" });
   assert.equal(r.status, 1);
