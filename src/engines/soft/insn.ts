@@ -64,11 +64,24 @@ export function lin(c: Cpu, i: Insn): number {
   if (i.index >= 0) a += c.regs[i.index]! << i.scale;
   if (!i.addr32) a &= 0xffff;
   const s = i.seg;
-  if (c.segLimit[s] !== -1) checkSegment(c, s, a);
+  if (c.segLimit[s] !== -1) checkSegment(c, s, a, accessSize(i));
   return (c.segBase[s]! + a) | 0;
 }
 
-function checkSegment(c: Cpu, s: number, offset: number): void {
+/** Bytes the operand covers, for the limit check (MOVZX/MOVSX read less than the operand size). */
+function accessSize(i: Insn): number {
+  const op = i.opcode;
+  if (op === 0x0fb6 || op === 0x0fbe) return 1;
+  if (op === 0x0fb7 || op === 0x0fbf) return 2;
+  return i.size;
+}
+
+/**
+ * Segment checks of an access of `size` bytes at `offset` through segment `s` when the segment is
+ * not flat (SDM vol. 3 ch. 5.3): a null selector or an offset beyond the limit raises #GP(0)
+ * (#SS(0) for SS); expand-down data segments accept only offsets above the limit.
+ */
+export function checkSegment(c: Cpu, s: number, offset: number, size: number): void {
   const vector = s === 2 ? 12 : 13;
   if (c.protectedMode) {
     const attr = c.segAttr[s]!;
@@ -76,11 +89,11 @@ function checkSegment(c: Cpu, s: number, offset: number): void {
     // Expand-down data segments: valid offsets are above the limit.
     if ((attr & 0x1c) === 0x14) {
       const upper = (attr & 0x4000) !== 0 ? 0xffffffff : 0xffff;
-      if (offset >>> 0 <= c.segLimit[s]! >>> 0 || offset >>> 0 > upper) c.fault(vector, 0);
+      if (offset >>> 0 <= c.segLimit[s]! >>> 0 || (offset >>> 0) + size - 1 > upper) c.fault(vector, 0);
       return;
     }
   }
-  if (offset >>> 0 > c.segLimit[s]! >>> 0) c.fault(vector, 0);
+  if ((offset >>> 0) + size - 1 > c.segLimit[s]! >>> 0) c.fault(vector, 0);
 }
 
 /** Offset (effective address without segment base), for LEA. */

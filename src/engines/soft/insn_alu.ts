@@ -4,7 +4,7 @@
  * register or a flag, so a fault leaves the architectural state as it was.
  */
 import { type Cpu, Lazy } from "./cpu.js";
-import { type Insn, lin, offset, readRm, writeRm } from "./insn.js";
+import { checkSegment, type Insn, lin, offset, readRm, writeRm } from "./insn.js";
 import { Flag, Reg, Vec } from "./registers.js";
 
 // ============================================================================ the ALU
@@ -651,7 +651,9 @@ export function mov_r_imm(c: Cpu, i: Insn): void {
 }
 /** A0-A3 MOV AL/eAX, moffs and back. */
 export function mov_acc_moffs(c: Cpu, i: Insn): void {
-  const a = (c.segBase[i.seg]! + (i.addr32 ? i.disp : i.disp & 0xffff)) | 0;
+  const off = i.addr32 ? i.disp : i.disp & 0xffff;
+  if (c.segLimit[i.seg] !== -1) checkSegment(c, i.seg, off, i.size);
+  const a = (c.segBase[i.seg]! + off) | 0;
   if ((i.opcode & 2) === 0) c.setReg(i.size, Reg.EAX, c.read(a, i.size));
   else c.write(a, i.size, c.getReg(i.size, Reg.EAX));
 }
