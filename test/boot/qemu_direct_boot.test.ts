@@ -87,11 +87,13 @@ for (const arch of ["i386", "amd64"] as const) {
       cmdline: `${guest.cmdline} ${tscHint()} ${command}`,
       memSize,
       cpus: 2,
+      // microvm's slot 3 sits on GSI 8, the RTC's line in our DSDT: leave it out (Vessel's own
+      // layout puts virtio on GSIs 16-23 for this reason).
       virtioDevices: Array.from({ length: 8 }, (_, i) => ({
         base: MICROVM_VIRTIO_BASE + i * 0x200,
         size: 0x200,
         irq: 5 + i,
-      })),
+      })).filter((d) => d.irq !== 8),
       arch: arch === "amd64" ? "x86_64" : "i386",
     });
     const e = loaded.entry;
@@ -154,6 +156,8 @@ for (const arch of ["i386", "amd64"] as const) {
       assert.match(r.output, /ACPI: DSDT 0x0*E0100 /, tail);
       assert.match(r.output, /virtio:d00000004v/, tail); // virtio-rng (device id 4) found through ACPI
       assert.match(r.output, /^2\r?$/m, tail); // both CPUs from the MADT
+      assert.match(r.output, /rtc_cmos 00:0\d: registered as rtc0/, tail); // the RTC from the DSDT
+      assert.match(r.output, /ttyS0 at I\/O 0x3f8/, tail);
       assert.match(r.output, /^8\r?$/m, tail); // 8 bytes from /dev/hwrng
       assert.equal(r.status, (3 << 1) | 1, tail);
     } finally {
