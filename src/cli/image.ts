@@ -53,8 +53,10 @@ export async function run(args: string[]): Promise<number> {
     case "build":
       return buildVerb(store, rest);
     case "prune": {
-      const freed = store.gc();
-      process.stdout.write(`freed ${humanSize(freed)}\n`);
+      const m = new Manager();
+      const { images, freed } = store.pruneDangling((id) => m.imageInUse(id));
+      for (const id of images) process.stdout.write(`Deleted: ${id}\n`);
+      process.stdout.write(`Total reclaimed space: ${humanSize(freed)}\n`);
       return 0;
     }
     case undefined:

@@ -1,5 +1,14 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { importRootfs } from "../image/archive.js";
@@ -110,7 +119,7 @@ export async function buildBusyboxImage(
       rmSync(work, { recursive: true, force: true });
     }
   }
-  return importRootfs(store, tarball, name, { Cmd: ["sh"] });
+  return importRootfs(store, tarball, name, { Cmd: ["sh"] }, statSync(tarball).mtime.toISOString());
 }
 
 export interface DebianOptions {
@@ -172,7 +181,7 @@ export async function buildDebianImage(
     renameSync(`${tarball}.tmp`, tarball);
     rmSync(work, { recursive: true, force: true });
   }
-  return importRootfs(store, tarball, name, { Cmd: ["bash"] });
+  return importRootfs(store, tarball, name, { Cmd: ["bash"] }, statSync(tarball).mtime.toISOString());
 }
 
 /** The mirror this host's apt uses (first deb line of sources), else Debian's default. */

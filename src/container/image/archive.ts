@@ -31,8 +31,12 @@ export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 
 export type ArchiveFormat = "docker-archive" | "oci-archive" | "oci-dir";
 
-export function newConfig(diffIds: Digest[], exec: ExecConfig, history: string): ImageConfig {
-  const created = new Date().toISOString();
+export function newConfig(
+  diffIds: Digest[],
+  exec: ExecConfig,
+  history: string,
+  created = new Date().toISOString(),
+): ImageConfig {
   return {
     created,
     architecture: hostArchitecture(),
@@ -49,10 +53,12 @@ export async function importRootfs(
   tarPath: string,
   name: string | undefined,
   exec: ExecConfig = {},
+  /** A fixed creation time makes the same tarball give the same image id (base images). */
+  created?: string,
 ): Promise<ImageRecord> {
   if (!existsSync(tarPath)) throw new ImageError("BAD_ARCHIVE", `no such file: "${tarPath}"`, { tarPath });
   const layer = await store.putLayerFile(tarPath);
-  const config = newConfig([layer.digest], exec, `vessel image import ${tarPath}`);
+  const config = newConfig([layer.digest], exec, `vessel image import ${tarPath}`, created);
   return store.addImage(config, [layer], name === undefined ? [] : [name]);
 }
 

@@ -345,9 +345,19 @@ export class ImageStore {
    */
   remove(ref: string, opts: { force?: boolean; inUse?: (id: Digest) => boolean } = {}): string[] {
     const img = this.resolve(ref);
-    const byName =
-      img.names.includes(normalizeName(ref)) || img.names.some((n) => n.endsWith(`/${normalizeName(ref)}`));
-    const removeAll = !byName || img.names.length <= 1;
+    let wanted: string | undefined;
+    try {
+      wanted = normalizeName(ref);
+    } catch {
+      wanted = undefined; // an id, not a name
+    }
+    const exact = img.names.filter((n) => n === wanted);
+    const matched =
+      exact.length > 0
+        ? exact
+        : img.names.filter((n) => wanted !== undefined && n.endsWith(`/${wanted}`)).slice(0, 1);
+    // removing by id, or the image's last name, removes the image
+    const removeAll = matched.length === 0 || img.names.length <= matched.length;
     if (removeAll && !opts.force && opts.inUse?.(img.id)) {
       throw new ImageError(
         "IMAGE_IN_USE",
@@ -361,7 +371,7 @@ export class ImageStore {
       index.manifests = index.manifests.filter((m) => {
         if (m.digest !== img.manifestDigest) return true;
         const n = m.annotations?.[ANNOTATION_VESSEL_NAME];
-        if (removeAll || n === normalizeName(ref) || n?.endsWith(`/${normalizeName(ref)}`)) {
+        if (removeAll || (n !== undefined && matched.includes(n))) {
           removed.push(n ?? shortId(img.id));
           return false;
         }
@@ -374,6 +384,32 @@ export class ImageStore {
       this.gc();
     }
     return removed;
+  }
+
+  /** Removes unnamed ("dangling") images that no container uses, then collects garbage. */
+  pruneDangling(inUse: (id: Digest) => boolean = () => false): { images: string[]; freed: number } {
+    const named = new Set(
+      this.list()
+        .filter((r) => r.names.length > 0)
+        .map((r) => r.manifestDigest),
+    );
+    const images: string[] = [];
+    this.locked(() => {
+      const index = this.readIndex();
+      index.manifests = index.manifests.filter((m) => {
+        if (named.has(m.digest)) return true;
+        try {
+          const id = this.readJson<Manifest>(m.digest).config.digest;
+          if (inUse(id)) return true;
+          images.push(id);
+        } catch {
+          // unreadable manifest: drop it
+        }
+        return false;
+      });
+      this.writeIndex(index);
+    });
+    return { images, freed: this.gc() };
   }
 
   /** Deletes blobs and unpacked layers that no manifest in index.json reaches. */

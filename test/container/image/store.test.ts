@@ -151,6 +151,28 @@ test("store: import, name, resolve by name and id prefix, docker-archive and OCI
     assert.equal(fromOci!.manifestDigest, img.manifestDigest);
 
     await assert.rejects(loadArchive(third, join(dir, "rootfs.tar")), /neither a docker-archive/);
+    store.tag("tiny", "localhost/tiny:latest");
+    assert.throws(
+      () =>
+        store.remove("tiny", { inUse: () => true }) && store.remove("localhost/tiny", { inUse: () => true }),
+      /used by a container/,
+    );
+    assert.deepEqual(
+      store.resolve(img.id.slice(7, 19)).names,
+      ["localhost/tiny:latest"],
+      "rm of one name keeps the other",
+    );
+    store.remove("localhost/tiny");
+    const at = (created: string) =>
+      importRootfs(store, join(dir, "rootfs.tar.gz"), "tiny", { Cmd: ["/bin/tool"] }, created);
+    const first = await at("2024-01-01T00:00:00.000Z");
+    assert.equal(
+      (await at("2024-01-01T00:00:00.000Z")).id,
+      first.id,
+      "a fixed creation time gives the same image id",
+    );
+    await at("2025-01-01T00:00:00.000Z");
+    assert.deepEqual(store.pruneDangling().images, [first.id], "the image that lost its name is dangling");
     store.remove("tiny");
     assert.equal(store.list().length, 0);
     assert.equal(store.hasBlob(img.manifest.layers[0]!.digest), false, "gc dropped the layer");
