@@ -28,7 +28,10 @@ export interface MachineWorkerData {
   kernel: Uint8Array;
   initrd?: Uint8Array;
   input: SharedArrayBuffer;
-  /** Int32 [0]: the main thread asks to stop (Ctrl-A x, a signal, the API). */
+  /**
+   * Int32 [0]: the main thread asks to stop (Ctrl-A x, a signal, the API); [1]: pause (soft engine;
+   * on KVM the main thread pauses the boot vCPU's link directly, see Vm.pause).
+   */
   control: SharedArrayBuffer;
 }
 
@@ -150,6 +153,10 @@ async function runKvm(): Promise<VmResult> {
     const busIo = new BusIo(dev.ports, dev.mmio);
     const result = await engine.run(entry, busIo, {
       ...(c.timeoutMs === undefined ? {} : { timeoutMs: c.timeoutMs }),
+      onPause: (paused) => {
+        if (paused) clock.pause();
+        else clock.resume();
+      },
       poll: () => {
         feedInput(dev);
         if (Atomics.load(control, 0) !== 0) engine.requestStop();
@@ -252,6 +259,12 @@ async function runSoft(): Promise<VmResult> {
     };
     const byDevice = stopResult(why);
     if (byDevice !== undefined) return { ...base, ...byDevice };
+    if (Atomics.load(control, 1) !== 0) {
+      clock.pause();
+      while (Atomics.load(control, 1) !== 0 && Atomics.load(control, 0) === 0)
+        Atomics.wait(control, 1, 1, 100);
+      clock.resume();
+    }
     if (Atomics.load(control, 0) !== 0) return { ...base, reason: "stopped", detail: "stopped by the user" };
     if (performance.now() > deadline)
       return { ...base, reason: "stopped", timedOut: true, detail: "the time limit was reached" };

@@ -93,8 +93,24 @@ export class Vm {
   /** Asks the machine to stop (the run ends with reason "stopped"). */
   stop(): void {
     Atomics.store(this.control, 0, 1);
+    Atomics.notify(this.control, 1);
     this.input.wake();
-    this.kick?.kick();
+    this.kick?.stop();
+  }
+
+  /**
+   * Pauses the machine: every vCPU leaves the guest and waits (KVM: the boot vCPU's link, which
+   * pauses the others; soft: the CPU loop), and the machine clock stops. No-op before it runs.
+   */
+  pause(): void {
+    Atomics.store(this.control, 1, 1);
+    this.kick?.pause();
+  }
+
+  resume(): void {
+    Atomics.store(this.control, 1, 0);
+    Atomics.notify(this.control, 1);
+    this.kick?.resume();
   }
 
   /** Resolves when the machine has stopped, with how it ended. */

@@ -39,6 +39,8 @@ export interface KvmRunOptions {
   poll?: () => void;
   /** Stop the VM after this many ms (a watchdog thread kicks the vCPUs). */
   timeoutMs?: number;
+  /** The machine was paused (true) or resumed (false) through machineLink.pause()/resume(). */
+  onPause?: (paused: boolean) => void;
 }
 
 export interface KvmRunResult {
@@ -246,7 +248,15 @@ export class KvmEngine {
     };
     let bootEvent: VmEvent;
     try {
-      bootEvent = runVcpu(vcpu, io, counters, this.bootLink.control, { poll });
+      // Pausing the boot vCPU (from any thread: its link) pauses the machine: the others follow.
+      const onPause = (paused: boolean) => {
+        for (const l of links) {
+          if (paused) l.pause();
+          else l.resume();
+        }
+        opts.onPause?.(paused);
+      };
+      bootEvent = runVcpu(vcpu, io, counters, this.bootLink.control, { poll, onPause });
     } finally {
       this.bootLink.markExited();
       timedOut = watchdog?.disarm() ?? false;

@@ -68,9 +68,12 @@ export type VmEvent =
 
 /**
  * Shared control words of one vCPU (Int32Array over a SharedArrayBuffer so every thread sees them):
- * [STOP] nonzero asks the loop to return `stopped` at its next exit (set it, then kick the thread).
+ * [STOP] nonzero asks the loop to return `stopped` at its next exit (set it, then kick the thread);
+ * [PAUSE] nonzero makes the loop wait before its next KVM_RUN until it is cleared (and notified)
+ * or a stop is asked (vcpu_link.ts pause/resume). Index 1 is the link's state word.
  */
 export const CONTROL_STOP = 0;
+export const CONTROL_PAUSE = 2;
 export const CONTROL_WORDS = 4;
 
 /** Exit counters of one vCPU: index = KVM exit reason (0..63); EINTR returns count as KVM_EXIT_INTR. */
@@ -96,6 +99,8 @@ export interface RunOptions {
   poll?: () => void;
   /** HLT exits (only without an in-kernel LAPIC) end the loop with `hlt` unless this returns true (keep running). */
   onHlt?: () => boolean;
+  /** Called when the loop is about to wait for a pause to end, and when it ends. */
+  onPause?: (paused: boolean) => void;
 }
 
 const EINTR = 4;
@@ -119,6 +124,14 @@ export function runVcpu(
   const poll = opts.poll;
   for (;;) {
     if (Atomics.load(control, CONTROL_STOP) !== 0) return { kind: "stopped" };
+    if (Atomics.load(control, CONTROL_PAUSE) !== 0) {
+      opts.onPause?.(true);
+      while (Atomics.load(control, CONTROL_PAUSE) !== 0 && Atomics.load(control, CONTROL_STOP) === 0) {
+        Atomics.wait(control, CONTROL_PAUSE, 1, 100);
+      }
+      opts.onPause?.(false);
+      continue;
+    }
     const ret = ioctlIntRaw(fd, KVM_RUN, 0);
     if (ret < 0) {
       const errno = lastErrno();

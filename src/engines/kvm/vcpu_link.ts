@@ -1,11 +1,12 @@
 import { RUN_IMMEDIATE_EXIT } from "../../sys/kvm_abi.js";
 import { KICK_SIGNAL, threadKill, threadSelf } from "../../sys/libc.js";
 import { viewHostMemory } from "../../sys/mman.js";
-import { CONTROL_STOP } from "./run_loop.js";
+import { CONTROL_PAUSE, CONTROL_STOP } from "./run_loop.js";
 
 /**
  * What other threads need to reach one running vCPU, in one SharedArrayBuffer (32 bytes):
  *   Int32 [0] stop requested (run_loop.ts CONTROL_STOP)     Int32 [1] state (LINK_*)
+ *   Int32 [2] pause requested (CONTROL_PAUSE)               Int32 [3] unused
  *   BigInt64 [2] pthread_t of the thread running it          BigInt64 [3] host address of its kvm_run
  * Kicking = set kvm_run.immediate_exit, then signal the thread: KVM_RUN returns EINTR whether the
  * signal lands inside it or just before it (api.rst, `immediate_exit`).
@@ -23,7 +24,7 @@ export class VcpuLink {
 
   constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(32)) {
     this.buffer = buffer;
-    this.control = new Int32Array(buffer, 0, 2);
+    this.control = new Int32Array(buffer, 0, 4);
     this.words = new BigInt64Array(buffer, 0, 4);
   }
 
@@ -61,6 +62,18 @@ export class VcpuLink {
   /** Asks the vCPU's loop to return `stopped`, and kicks it. */
   stop(): void {
     Atomics.store(this.control, CONTROL_STOP, 1);
+    Atomics.notify(this.control, CONTROL_PAUSE); // a paused loop wakes up to stop
     this.kick();
+  }
+
+  /** Makes the vCPU wait outside KVM_RUN (at its next exit; kicked now) until resume(). */
+  pause(): void {
+    Atomics.store(this.control, CONTROL_PAUSE, 1);
+    this.kick();
+  }
+
+  resume(): void {
+    Atomics.store(this.control, CONTROL_PAUSE, 0);
+    Atomics.notify(this.control, CONTROL_PAUSE);
   }
 }
