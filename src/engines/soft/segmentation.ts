@@ -144,19 +144,25 @@ export function farJump(c: Cpu, sel: number, eip: number, size: number): void {
     return;
   }
   if (!readDescriptor(c, sel)) c.gp(0);
-  if ((desc.attr & 0x10) === 0) c.gp(sel & 0xfffc); // gates and TSS: not supported
+  if ((desc.attr & 0x10) === 0) {
+    callGate(c, sel, false);
+    return;
+  }
   checkFarTarget(c, sel);
   loadCs(c, sel, c.cpl);
   c.eip = size === 4 ? eip : eip & 0xffff;
 }
 
-/** CALL ptr16:16/32 and CALL m16:16/32 (same privilege). */
+/** CALL ptr16:16/32 and CALL m16:16/32: to a code segment, or through a call gate. */
 export function farCall(c: Cpu, sel: number, eip: number, size: number): void {
   const oldCs = c.segSel[Seg.CS]!;
   const oldEip = c.eip;
   if (c.protectedMode) {
     if (!readDescriptor(c, sel)) c.gp(0);
-    if ((desc.attr & 0x10) === 0) c.gp(sel & 0xfffc);
+    if ((desc.attr & 0x10) === 0) {
+      callGate(c, sel, true);
+      return;
+    }
     checkFarTarget(c, sel);
   }
   // Push first (may fault) with the old CS still loaded.
@@ -173,6 +179,83 @@ export function farCall(c: Cpu, sel: number, eip: number, size: number): void {
     loadCs(c, sel, c.cpl);
   } else loadSegment(c, Seg.CS, sel);
   c.eip = size === 4 ? eip : eip & 0xffff;
+}
+
+/**
+ * A far CALL or JMP through the call gate in `desc` (SDM vol. 3 ch. 5.8.3-5.8.5): gate DPL >= CPL
+ * and RPL, target code DPL <= CPL; a CALL to a more privileged non-conforming segment switches to
+ * the TSS stack of that level and copies the gate's parameter count of stack words.
+ */
+function callGate(c: Cpu, sel: number, call: boolean): void {
+  const type = desc.attr & 0x1f;
+  if (type !== 0x0c && type !== 0x04) c.gp(sel & 0xfffc); // task gates and TSS: not supported
+  const gateDpl = dplOf(desc.attr);
+  if (gateDpl < c.cpl || gateDpl < (sel & 3)) c.gp(sel & 0xfffc);
+  if ((desc.attr & 0x80) === 0) c.fault(Vec.NP, sel & 0xfffc);
+  const gate32 = type === 0x0c;
+  const size = gate32 ? 4 : 2;
+  const target = gate32 ? (desc.lo & 0xffff) | (desc.hi & 0xffff0000) : desc.lo & 0xffff;
+  const params = desc.hi & 0x1f;
+  const csSel = desc.lo >>> 16;
+  if (!readDescriptor(c, csSel)) c.gp(0);
+  const a = desc.attr;
+  if (!isCode(a) || dplOf(a) > c.cpl) c.gp(csSel & 0xfffc);
+  if (!present(a)) c.fault(Vec.NP, csSel & 0xfffc);
+  const conforming = (a & 4) !== 0;
+  const oldCs = c.segSel[Seg.CS]!;
+  const oldEip = c.eip;
+  if (!call) {
+    if (!conforming && dplOf(a) !== c.cpl) c.gp(csSel & 0xfffc);
+    loadCs(c, csSel, c.cpl);
+    c.eip = target;
+    return;
+  }
+  if (conforming || dplOf(a) === c.cpl) {
+    const sp = c.regs[Reg.ESP]!;
+    try {
+      c.push(size, oldCs);
+      c.push(size, oldEip);
+    } catch (e) {
+      c.regs[Reg.ESP] = sp;
+      throw e;
+    }
+    loadCs(c, csSel, c.cpl);
+    c.eip = target;
+    return;
+  }
+  const newCpl = dplOf(a);
+  const csLo = desc.lo;
+  const csHi = desc.hi;
+  const csAddr = desc.addr;
+  const tss = c.segBase[Seg.TR]!;
+  const newSsSel = c.readSys16((tss + 8 + newCpl * 8) | 0);
+  const newEsp = c.readSys32((tss + 4 + newCpl * 8) | 0);
+  checkStackSegment(c, newSsSel, newCpl, Vec.TS);
+  const ssBase = desc.base;
+  const ss32 = (desc.attr & 0x4000) !== 0;
+  // Parameters from the caller's stack (read before anything changes).
+  const copied: number[] = [];
+  for (let k = params - 1; k >= 0; k--) copied.push(c.peek(size, k * size));
+  const oldSs = c.segSel[Seg.SS]!;
+  const oldEsp = c.regs[Reg.ESP]!;
+  let sp = newEsp;
+  const push = (v: number) => {
+    sp = ss32 ? (sp - size) | 0 : (sp - size) & 0xffff;
+    const p = c.translate((ssBase + sp) | 0, true, newCpl === 3);
+    if (size === 4) c.physWrite32(p, v);
+    else c.physWrite16(p, v);
+  };
+  push(oldSs);
+  push(oldEsp);
+  for (const v of copied) push(v);
+  push(oldCs);
+  push(oldEip);
+  markAccessed(c);
+  setSegment(c, Seg.SS, newSsSel);
+  c.regs[Reg.ESP] = sp;
+  restoreDesc(csLo, csHi, csAddr);
+  loadCs(c, csSel, newCpl);
+  c.eip = target;
 }
 
 /** RETF [imm16]: same-privilege and return to an outer ring (SDM vol. 2 "RET"). */

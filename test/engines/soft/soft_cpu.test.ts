@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { asm, CODE, haveNasm, isEnd, machine, USER_STACK_TOP } from "./soft_cpu_harness.js";
+import { asm, CODE, haveNasm, isEnd, KERNEL_CS, machine, USER_STACK_TOP } from "./soft_cpu_harness.js";
 
 const EAX = 0;
 const ECX = 1;
@@ -334,4 +334,37 @@ test("soft cpu: self-modifying code is re-decoded after a write to its page", (t
   );
   if (r === undefined) return;
   assert.equal(r.regs[EAX], 5);
+});
+
+test("soft cpu: a far call from ring 3 through a call gate switches to the ring-0 stack", (t) => {
+  if (!haveNasm()) {
+    t.skip("nasm is not installed");
+    return;
+  }
+  const code = asm(
+    `call 0x33:0          ; GDT entry 6: a DPL-3 call gate to ring 0
+  ret_here:
+     hlt
+     times 0x100-($-$$) db 0
+  target:               ; CODE + 0x100, ring 0
+     mov esi, [esp]      ; return EIP
+     mov edi, [esp+4]    ; caller CS
+     mov ebp, cs
+     mov ebx, [esp+8]    ; caller ESP
+     hlt`,
+  );
+  const target = CODE + 0x100;
+  const gate: [number, number] = [
+    ((KERNEL_CS << 16) | (target & 0xffff)) >>> 0,
+    ((target & 0xffff0000) | 0xec00) >>> 0,
+  ];
+  const m = machine(code, { cpl3: true, gdtExtra: [gate] });
+  const stop = m.run();
+  assert.equal(stop.kind, "shutdown");
+  const r = m.soft.cpu.regs;
+  assert.equal(r[ESI], CODE + 7);
+  assert.equal(r[EDI], 0x1b);
+  assert.equal(r[5], KERNEL_CS);
+  assert.equal(r[EBX], USER_STACK_TOP);
+  assert.equal(r[ESP], 0x9000 - 16);
 });

@@ -59,7 +59,10 @@ const flat = (selector: number, type: number, dpl: number): SegmentState => ({
   g: true,
 });
 
-export function machine(code: number[], opts: { cpl3?: boolean } = {}): TestMachine {
+export function machine(
+  code: number[],
+  opts: { cpl3?: boolean; gdtExtra?: [number, number][] } = {},
+): TestMachine {
   const memory = GuestMemory.shared([{ base: 0, size: 4 * 1024 * 1024 }]);
   const ports = new PortBus();
   const mmio = new MmioBus();
@@ -79,6 +82,7 @@ export function machine(code: number[], opts: { cpl3?: boolean } = {}): TestMach
     descriptor(0, 0xfffff, 0xfa, 0xc),
     descriptor(0, 0xfffff, 0xf2, 0xc),
     descriptor(TSS, 0x67, 0x89, 0),
+    ...(opts.gdtExtra ?? []),
   ];
   gdt.forEach(([lo, hi], k) => {
     memory.writeU32(GDT + k * 8, lo!);
