@@ -24,7 +24,16 @@ export function newMailbox(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(32));
 }
 
-/** The vCPU side: an IoHandler that forwards every access to the machine thread. */
+/**
+ * Port 0x80, the POST diagnostic port that Linux's io_delay writes to between slow port accesses:
+ * a stateless sink, answered in the vCPU thread without a round trip (reads: all ones).
+ */
+export const POST_PORT = 0x80;
+
+/**
+ * The vCPU side: an IoHandler that forwards every access to the machine thread, except stateless
+ * ones (POST_PORT), answered inline. `inline` counts those.
+ */
 export class MailboxClient implements IoHandler {
   private readonly box: Int32Array;
   private readonly owner: VcpuLink;
@@ -39,6 +48,8 @@ export class MailboxClient implements IoHandler {
     this.owner = owner;
     this.self = self;
   }
+
+  inline = 0;
 
   private call(op: number, addr: number, size: AccessSize, value: number): number {
     const b = this.box;
@@ -60,9 +71,17 @@ export class MailboxClient implements IoHandler {
   }
 
   pioIn(port: number, size: AccessSize): number {
+    if (port === POST_PORT) {
+      this.inline++;
+      return size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff;
+    }
     return this.call(PIO_IN, port, size, 0);
   }
   pioOut(port: number, size: AccessSize, value: number): void {
+    if (port === POST_PORT) {
+      this.inline++;
+      return;
+    }
     this.call(PIO_OUT, port, size, value);
   }
   mmioRead(addr: number, size: AccessSize): number {
