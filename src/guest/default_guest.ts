@@ -51,7 +51,7 @@ export interface DefaultGuest {
  * Version of what the builder puts in the initramfs (init script, layout, modules). A cached guest
  * of another version is rebuilt, so a change here reaches users without `--force`.
  */
-export const GUEST_FORMAT = 2;
+export const GUEST_FORMAT = 3;
 
 export interface GuestManifest {
   format: number;

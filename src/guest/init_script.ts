@@ -64,6 +64,13 @@ outb() {
   printf "\\\\$(printf %o "$2")" | dd of=/dev/port bs=1 seek="$1" count=1 conv=notrunc 2>/dev/null
 }
 
+# Wait until the console has sent what is queued: stty applies the (same) settings with
+# tcsetattr(TCSADRAIN), which returns only when the UART's output is drained. Without this, the
+# last lines of output are still in the kernel's tty buffer when the VM stops.
+drain() {
+  stty -F /dev/console "$(stty -F /dev/console -g)" 2>/dev/null
+}
+
 # Userspace has started: Vessel's debug-exit port ${marker} (0x${marker.toString(16)}) marks boot-to-userspace.
 outb ${marker} 0
 echo "${USERSPACE_MARKER_TEXT}"
@@ -77,6 +84,8 @@ if [ -n "$cmd" ]; then
   script="$(echo "$cmd" | base64 -d)"
   setsid cttyhack sh -c "$script"
   rc=$?
+  sync
+  drain
   # The exit status on port ${status} (0x${status.toString(16)}) stops the VM with it.
   outb ${status} "$rc"
 else
@@ -84,6 +93,7 @@ else
   setsid cttyhack sh
 fi
 sync
+drain
 poweroff -f
 `;
 }
