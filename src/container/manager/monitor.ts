@@ -158,9 +158,17 @@ export async function teardown(store: ContainerStore, id: string, driver?: Runti
     // no runtime: nothing of it to delete
   }
   unmount(store.path(id, "bundle", "rootfs"));
-  removePortRules(id);
-  teardownNetns(id);
-  new Ipam(store.root).release(id);
+  // what networking made depends on the mode; without a readable config, undo everything
+  let cfg: ContainerConfig | undefined;
+  try {
+    cfg = store.config(id);
+  } catch {
+    cfg = undefined;
+  }
+  if (cfg === undefined || cfg.ports.length > 0) removePortRules(id);
+  if (cfg === undefined || cfg.network !== "host")
+    teardownNetns(id, cfg === undefined || cfg.network === "bridge");
+  if (cfg === undefined || cfg.network === "bridge") new Ipam(store.root).release(id);
   removeCgroups(cgroupsPath(id));
 }
 

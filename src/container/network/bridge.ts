@@ -70,8 +70,37 @@ function iptablesEnsure(table: string, chain: string, rule: string[]): void {
   }
 }
 
+let bridgeChecked = false;
+
 /** Creates the bridge, its address, forwarding and the NAT rule if they are missing. */
 export function ensureBridge(): void {
+  // once per process, and skipped when this boot already set the bridge up (the marker holds the
+  // boot id, so a reboot, which loses bridge and rules, sets them up again)
+  if (bridgeChecked) return;
+  const marker = "/run/vessel-bridge-ready";
+  let bootId = "";
+  try {
+    bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    if (
+      readFileSync(marker, "utf8").trim() === `${BRIDGE} ${SUBNET} ${bootId}` &&
+      existsSync(`/sys/class/net/${BRIDGE}`)
+    ) {
+      bridgeChecked = true;
+      return;
+    }
+  } catch {
+    // no marker yet
+  }
+  setupBridge();
+  bridgeChecked = true;
+  try {
+    writeFileSync(marker, `${BRIDGE} ${SUBNET} ${bootId}\n`);
+  } catch {
+    // /run not writable: check every time
+  }
+}
+
+function setupBridge(): void {
   if (!sh("ip", ["link", "show", BRIDGE], "ip link show", true).ok) {
     const add = sh("ip", ["link", "add", BRIDGE, "type", "bridge"], "create bridge", true);
     if (!add.ok && !add.err.includes("File exists"))
@@ -172,29 +201,52 @@ export class Ipam {
 export function setupNetns(id: string, mode: "bridge" | "none", ip?: string): string {
   const ns = netnsName(id);
   if (!existsSync(netnsPath(id))) sh("ip", ["netns", "add", ns], "create network namespace");
-  sh("ip", ["-n", ns, "link", "set", "lo", "up"], "loopback up");
-  if (mode === "bridge") {
-    if (ip === undefined) throw new ManagerError("NETWORK", "bridge network needs an address");
-    ensureBridge();
-    const veth = hostVeth(id);
-    if (!sh("ip", ["link", "show", veth], "ip link show", true).ok) {
-      sh(
-        "ip",
-        ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
-        "create veth pair",
-      );
-    }
-    sh("ip", ["link", "set", veth, "master", BRIDGE, "up"], "attach veth to bridge");
-    sh("ip", ["-n", ns, "addr", "replace", `${ip}/24`, "dev", "eth0"], "container address");
-    sh("ip", ["-n", ns, "link", "set", "eth0", "up"], "container eth0 up");
-    sh("ip", ["-n", ns, "route", "replace", "default", "via", GATEWAY], "container default route");
+  if (mode === "none") {
+    sh("ip", ["-n", ns, "link", "set", "lo", "up"], "loopback up");
+    return netnsPath(id);
   }
+  if (ip === undefined) throw new ManagerError("NETWORK", "bridge network needs an address");
+  ensureBridge();
+  const veth = hostVeth(id);
+  // two `ip -batch` runs instead of one process per step: host side, then inside the namespace
+  const host = [
+    ...(existsSync(`/sys/class/net/${veth}`)
+      ? []
+      : [`link add ${veth} type veth peer name eth0 netns ${ns}`]),
+    `link set ${veth} master ${BRIDGE} up`,
+  ];
+  batch([], host, "attach a veth pair to the bridge");
+  batch(
+    ["-n", ns],
+    [
+      "link set lo up",
+      `addr replace ${ip}/24 dev eth0`,
+      "link set eth0 up",
+      `route replace default via ${GATEWAY}`,
+    ],
+    "configure the container's eth0",
+  );
   return netnsPath(id);
 }
 
-export function teardownNetns(id: string): void {
-  sh("ip", ["link", "del", hostVeth(id)], "delete veth", true);
+function batch(global: string[], lines: string[], what: string): void {
+  const r = spawnSync("ip", [...global, "-batch", "-"], { input: `${lines.join("\n")}\n`, encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    throw new ManagerError(
+      "NETWORK",
+      `${what}: ip ${global.join(" ")} -batch failed: ${r.error?.message ?? r.stderr.trim()}`,
+      {
+        lines,
+      },
+    );
+  }
+}
+
+export function teardownNetns(id: string, veth = true): void {
+  // deleting the namespace deletes eth0 and with it its veth peer on the bridge
   if (existsSync(netnsPath(id))) sh("ip", ["netns", "del", netnsName(id)], "delete network namespace", true);
+  if (veth && existsSync(`/sys/class/net/${hostVeth(id)}`))
+    sh("ip", ["link", "del", hostVeth(id)], "delete veth", true);
 }
 
 function dnatRule(id: string, hostPort: number, ip: string, ctrPort: number, hostIp: string): string[] {
