@@ -88,6 +88,23 @@ test("vm run --engine soft boots a 32-bit bzImage on the software CPU and exits 
   assert.match(r.stderr, /instructions {2}\d+/);
 });
 
+test("vm run without --engine probes the host, says which engine and why, and boots", {
+  skip: kvmSkip,
+}, () => {
+  const kernel = payloadKernel("hello_kernel32", 32)!;
+  const r = vessel(["--kernel", kernel, "--mem", "64M", "--", "true"]);
+  assert.equal(r.status, 7, r.stderr);
+  assert.match(r.stdout, /hello from a bzImage: HdrS\n/);
+  if (existsSync("/sys/module/kvm_pvm")) {
+    assert.match(
+      r.stderr,
+      /vessel: using the soft engine: \/dev\/kvm is PVM, a nested software hypervisor that cannot boot stock kernels/,
+    );
+  } else {
+    assert.match(r.stderr, /vessel: using the (soft|KVM) engine/);
+  }
+});
+
 test("vm run reports a guest that crashes (triple fault) with a register dump, and fails", {
   skip: kvmSkip ?? noKvm,
 }, () => {
