@@ -26,7 +26,8 @@ import { type PackageInfo, PrivateApt } from "./private_apt.js";
  *   vmlinuz         the kernel (bzImage)
  *   initramfs.cpio  newc cpio, uncompressed: the software engine would spend far longer inflating
  *                   it in emulated code than Vessel spends copying a few more MiB into guest RAM
- *   System.map, config   of the kernel, for debugging guests
+ *   config          the kernel's build configuration (Debian's package ships only a stub
+ *                   System.map; the symbols are in linux-image-*-dbg)
  *   guest.json      manifest, written last: its presence means the build is complete
  */
 
@@ -88,7 +89,7 @@ const KERNEL_META: Record<GuestArch, string> = { amd64: "linux-image-amd64", i38
  * - cryptomgr.notests: the crypto self-tests take seconds of emulated CPU and test nothing of ours.
  * - no_timer_check: without ACPI (acpi=off, PIC/PIT boot) the IOAPIC timer check waits for ticks
  *   on a slow emulated CPU and may wrongly conclude the timer is broken; with ACPI it is a no-op.
- * - nokaslr: fixed kernel addresses, so soft-engine traces match System.map run after run.
+ * - nokaslr: fixed kernel addresses, so soft-engine traces match the kernel's symbols (linux-image-*-dbg) run after run.
  * Not chosen: tsc=reliable (it would hide a software TSC that disagrees with the other clocks
  * instead of letting the kernel's clocksource watchdog find it) and quiet (boot logs are how a
  * young engine is debugged; add it with --cmdline).
@@ -389,7 +390,7 @@ export function buildDefaultGuest(arch: GuestArch, options: BuildOptions = {}): 
   copyFileSync(join(kdir, "boot", vmlinuz), tmpKernel);
   renameSync(tmpInitrd, paths.initrd);
   renameSync(tmpKernel, paths.kernel);
-  for (const f of ["System.map", "config"]) {
+  for (const f of ["config"]) {
     const src = join(kdir, "boot", `${f}-${release}`);
     if (existsSync(src)) copyFileSync(src, join(paths.dir, f));
   }
