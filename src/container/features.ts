@@ -1,6 +1,6 @@
 import { CAPABILITIES } from "./capabilities.js";
 import { PROPAGATION_OPTIONS } from "./plan.js";
-import { SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS } from "./seccomp.js";
+import { SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS } from "./seccomp_names.js";
 import { OCI_VERSION } from "./state.js";
 
 /** `features` output (runtime-spec features.md): what this runtime implements. */

@@ -11,7 +11,6 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { availableCaps } from "./capabilities.js";
 import {
   type CgroupManager,
   cgroupManagerFor,
@@ -23,10 +22,8 @@ import {
 import { ContainerError, notRunning } from "./errors.js";
 import { runHooks } from "./hooks.js";
 import { RuntimeLog } from "./log.js";
-import { runHelper } from "./nsexec.js";
-import { buildCreatePlan, buildExecPlan } from "./plan.js";
 import { parseSignal } from "./signals.js";
-import { loadSpec, type Process, type Resources, type Spec, validateSpec } from "./spec.js";
+import { loadSpec, type Process, type Resources, type Spec } from "./spec.js";
 import {
   type ContainerRecord,
   checkId,
@@ -92,9 +89,9 @@ export class Runtime {
     this.systemdCgroup = opts.systemdCgroup ?? false;
   }
 
-  /** The spec saved at create time (the bundle may change or go away later). */
+  /** The spec saved at create time (the bundle may change or go away later); validated then. */
   savedSpec(id: string): Spec {
-    return validateSpec(JSON.parse(readFileSync(join(this.store.dir(id), "config.json"), "utf8")));
+    return JSON.parse(readFileSync(join(this.store.dir(id), "config.json"), "utf8")) as Spec;
   }
 
   private hookState(
@@ -121,6 +118,13 @@ export class Runtime {
     wait = false,
   ): Promise<{ state: OciState; exit: Promise<number> }> {
     checkId(id);
+    // loaded here, not at the top: `state`, `kill` and `delete` never need the plan builder,
+    // the seccomp compiler or its syscall tables, and podman calls those often
+    const [{ buildCreatePlan }, { runHelper }, { availableCaps }] = await Promise.all([
+      import("./plan.js"),
+      import("./nsexec.js"),
+      import("./capabilities.js"),
+    ]);
     const bundle = resolve(opts.bundle);
     const spec = loadSpec(bundle);
     const rootfs = resolve(bundle, spec.root!.path);
@@ -396,6 +400,11 @@ export class Runtime {
     if (status === "paused")
       throw new ContainerError("paused", `cannot exec in a paused container "${id}": resume it first`);
     const spec = this.savedSpec(id);
+    const [{ buildExecPlan }, { runHelper }, { availableCaps }] = await Promise.all([
+      import("./plan.js"),
+      import("./nsexec.js"),
+      import("./capabilities.js"),
+    ]);
     const plan = buildExecPlan({
       initPid: rec.pid,
       spec,

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { CAPABILITIES } from "./capabilities.js";
 import { SpecError } from "./errors.js";
-import { SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS } from "./seccomp.js";
+import { SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_OPS } from "./seccomp_names.js";
 
 /**
  * The OCI runtime spec's config.json (opencontainers/runtime-spec 1.1, config.md and
