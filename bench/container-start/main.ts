@@ -186,7 +186,10 @@ function inner(argv: string[]): void {
 
 function main(): void {
   const args = process.argv.slice(2);
-  if (args[0] === "--inner") return inner(args.slice(1));
+  if (args[0] === "--inner") {
+    inner(args.slice(1));
+    return;
+  }
   if (process.getuid?.() !== 0) {
     process.stderr.write("bench/container-start: needs root (namespaces and cgroups)\n");
     process.exit(2);
