@@ -152,6 +152,11 @@ test("a build file builds an image; an unchanged rebuild comes from the cache", 
   assert.equal(second.code, 0, second.stderr);
   assert.equal((second.stderr.match(/Using cache/g) ?? []).length, 6, second.stderr);
   assert.equal(second.stdout, first.stdout, "same image id");
+  writeFileSync(join(ctx, "index.html"), "<h1>changed</h1>\n");
+  const third = await vessel(["image", "build", "-t", "web:changed", ctx]);
+  assert.equal(third.code, 0, third.stderr);
+  assert.equal((third.stderr.match(/Using cache/g) ?? []).length, 2, "ENV and WORKDIR before COPY come from the cache, COPY and after run again");
+  assert.equal(await ok(["container", "run", "--rm", "web:changed", "cat", "index.html"]), "<h1>changed</h1>\n");
   const out = await ok([
     "container",
     "run",
@@ -300,10 +305,23 @@ test("logs, logs --tail and logs -f of a detached container", async (t) => {
   const stamped = await ok(["container", "logs", "-t", "--tail", "2", id]);
   assert.match(stamped, /^\d{4}-\d\d-\d\dT[\d:.]+Z line3\n$/);
   await ok(["container", "rm", id]);
-  const attached = await vessel(["container", "run", "--name", "attached", "busybox", "sh", "-c", "echo shown; exit 4"]);
+  const attached = await vessel([
+    "container",
+    "run",
+    "--name",
+    "attached",
+    "busybox",
+    "sh",
+    "-c",
+    "echo shown; exit 4",
+  ]);
   assert.equal(attached.code, 4);
   assert.equal(attached.stdout, "shown\n");
-  assert.equal(await ok(["container", "logs", "attached"]), "shown\n", "an attached run's output is in the log too");
+  assert.equal(
+    await ok(["container", "logs", "attached"]),
+    "shown\n",
+    "an attached run's output is in the log too",
+  );
   await ok(["container", "rm", "attached"]);
 });
 
