@@ -155,8 +155,15 @@ test("a build file builds an image; an unchanged rebuild comes from the cache", 
   writeFileSync(join(ctx, "index.html"), "<h1>changed</h1>\n");
   const third = await vessel(["image", "build", "-t", "web:changed", ctx]);
   assert.equal(third.code, 0, third.stderr);
-  assert.equal((third.stderr.match(/Using cache/g) ?? []).length, 2, "ENV and WORKDIR before COPY come from the cache, COPY and after run again");
-  assert.equal(await ok(["container", "run", "--rm", "web:changed", "cat", "index.html"]), "<h1>changed</h1>\n");
+  assert.equal(
+    (third.stderr.match(/Using cache/g) ?? []).length,
+    2,
+    "ENV and WORKDIR before COPY come from the cache, COPY and after run again",
+  );
+  assert.equal(
+    await ok(["container", "run", "--rm", "web:changed", "cat", "index.html"]),
+    "<h1>changed</h1>\n",
+  );
   const out = await ok([
     "container",
     "run",
