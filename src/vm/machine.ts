@@ -1,9 +1,9 @@
 import type { IrqLine } from "../bus/device.js";
 import { MmioBus } from "../bus/mmio_bus.js";
 import { PortBus } from "../bus/port_bus.js";
-import type { HostClock } from "../devices/clock.js";
 import { DebugExit } from "../devices/debug_exit.js";
 import { I8042 } from "../devices/i8042.js";
+import type { VirtualClock } from "../devices/interrupt_source.js";
 import { CmosRtc } from "../devices/rtc.js";
 import { Uart16550 } from "../devices/uart16550.js";
 import {
@@ -20,7 +20,7 @@ import {
 export type MachineStop = { kind: "exit"; status: number } | { kind: "reset" };
 
 export interface MachineDevicesOptions {
-  clock: HostClock;
+  clock: VirtualClock;
   /** The engine's interrupt line for an ISA IRQ (KVM_IRQ_LINE, or the soft engine's chipset). */
   irq: (n: number) => IrqLine;
   /** Console output (the UART's transmitter). */

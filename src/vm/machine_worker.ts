@@ -84,11 +84,16 @@ function feedInput(dev: MachineDevices): void {
   if (room > 0 && input.available() > 0) dev.uart.receive(input.read(room));
 }
 
+/**
+ * @param userspaceMs wall time of the userspace marker since machine start; default: the
+ *   debug-exit device's clock time (the host clock, on KVM).
+ */
 function summary(
   dev: MachineDevices,
   started: number,
+  userspaceMs?: number,
 ): Pick<VmResult, "unclaimed" | "uart" | "wallMs" | "bootToUserspaceMs"> {
-  const ns = dev.debugExit.userspaceStartedNs;
+  const ns = userspaceMs === undefined ? dev.debugExit.userspaceStartedNs : userspaceMs * 1e6;
   return {
     unclaimed: {
       portReads: dev.ports.unclaimedReads,
@@ -205,17 +210,21 @@ async function runKvm(): Promise<VmResult> {
 
 /**
  * The soft engine's loop (helper D's SoftCpu in src/engines/soft/): one CPU, the PC chipset of
- * devices/pc_platform.ts (PIC, PIT, RTC) in this thread, the 32-bit entry of an i386 kernel.
+ * devices/pc_platform.ts (PIC, PIT, RTC) in this thread, the 32-bit entry of an i386 kernel, and
+ * virtual time from instructions retired (InstructionClock: the timers agree with each other and
+ * do not jitter with host load).
  */
 async function runSoft(): Promise<VmResult> {
   const c = data.config;
   const started = performance.now();
   const { SoftCpu } = await import("../engines/soft/soft_cpu.js");
+  const { InstructionClock } = await import("../engines/soft/instruction_clock.js");
   const memory = GuestMemory.shared(guestRamRegions(c.memBytes));
-  const platform = new PcPlatform({ clock, apic: false });
+  const vclock = new InstructionClock(10);
+  const platform = new PcPlatform({ clock: vclock, apic: false });
   let why: MachineStop | undefined;
   const dev = new MachineDevices({
-    clock,
+    clock: vclock,
     irq: (n) => platform.irqLine(n),
     output,
     stop: (w) => {
@@ -231,48 +240,57 @@ async function runSoft(): Promise<VmResult> {
     ports: dev.ports,
     mmio: dev.mmio,
     interrupts: platform,
-    clock,
+    clock: vclock,
     tscHz: platform.tscHz,
     apic: false,
+    platformMsrs: platform,
+    nmi: platform,
     poll: () => {
-      const now = clock.nowNs();
+      const now = vclock.nowNs();
       if (now >= platform.nextDeadlineNs()) platform.advance(now);
     },
   });
   cpu.loadEntryState(entry);
+  vclock.attach(cpu.cpu);
   post({ t: "ready" });
   const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;
-  let marked = false;
+  let userspaceMs: number | undefined;
   let lastTurn = performance.now();
   for (;;) {
     const stop = cpu.run(200_000);
     feedInput(dev);
-    if (!marked && dev.debugExit.userspaceStartedNs !== undefined) {
-      marked = true;
-      post({ t: "userspace", ms: dev.debugExit.userspaceStartedNs / 1e6 });
+    if (userspaceMs === undefined && dev.debugExit.userspaceStartedNs !== undefined) {
+      // The device saw virtual (instruction) time; boot-to-userspace is reported in wall time.
+      userspaceMs = performance.now() - started;
+      post({ t: "userspace", ms: userspaceMs });
     }
     const base = {
       engine: "soft" as const,
       instructions: cpu.cpu.instructions,
       timedOut: false,
-      ...summary(dev, started),
+      ...summary(dev, started, userspaceMs),
     };
     const byDevice = stopResult(why);
     if (byDevice !== undefined) return { ...base, ...byDevice };
-    if (Atomics.load(control, 1) !== 0) {
-      clock.pause();
-      while (Atomics.load(control, 1) !== 0 && Atomics.load(control, 0) === 0)
-        Atomics.wait(control, 1, 1, 100);
-      clock.resume();
-    }
+    // Paused: wait (virtual time stands still, no instruction retires).
+    while (Atomics.load(control, 1) !== 0 && Atomics.load(control, 0) === 0) Atomics.wait(control, 1, 1, 100);
     if (Atomics.load(control, 0) !== 0) return { ...base, reason: "stopped", detail: "stopped by the user" };
-    if (performance.now() > deadline)
+    if (performance.now() > deadline) {
       return { ...base, reason: "stopped", timedOut: true, detail: "the time limit was reached" };
+    }
     if (stop.kind === "halted") {
-      // HLT with interrupts on: sleep until the next timer deadline or console input.
-      const waitMs = (platform.nextDeadlineNs() - clock.nowNs()) / 1e6;
-      if (waitMs > 0 && !platform.hasInterrupt()) input.waitForData(Math.min(waitMs, 10));
-      platform.advance(clock.nowNs());
+      // HLT with interrupts on: skip virtual time to the next timer deadline, but not past the
+      // host's clock: while virtual time is behind (the interpreter is slower than its nominal
+      // 100 MIPS, as during a boot) idling costs nothing; once it would run ahead, sleep (woken
+      // by console input), so an interactive guest's `sleep 1` still takes about a second.
+      const target = platform.nextDeadlineNs();
+      let hostNs = (performance.now() - started) * 1e6;
+      if (target > hostNs && !platform.hasInterrupt()) {
+        input.waitForData(Math.min((target - hostNs) / 1e6, 10));
+        hostNs = (performance.now() - started) * 1e6;
+      }
+      vclock.skipTo(Math.min(target, Math.max(hostNs, vclock.nowNs())));
+      platform.advance(vclock.nowNs());
     } else if (stop.kind === "shutdown") {
       return { ...base, reason: "shutdown", detail: `${stop.reason}\n${stop.report}` };
     } else if (stop.kind === "unimplemented") {
@@ -282,8 +300,7 @@ async function runSoft(): Promise<VmResult> {
         detail: `the soft CPU met an instruction it does not implement\n${stop.report}`,
       };
     }
-    // Let queued messages (console output) flow now and then: postMessage needs no turn of our
-    // loop, but a long-running loop should still yield rarely for worker housekeeping.
+    // Yield now and then so the worker's housekeeping runs (console output needs no turn).
     if (performance.now() - lastTurn > 1000) {
       lastTurn = performance.now();
       await new Promise((r) => setImmediate(r));
