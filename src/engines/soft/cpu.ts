@@ -302,6 +302,27 @@ export class Cpu {
   /** Jcc / SETcc / CMOVcc condition `cc` (SDM vol. 1 appendix B). */
   cond(cc: number): boolean {
     let r: number;
+    // Fast path after CMP/SUB without a borrow in (the usual Jcc): compare the operands directly,
+    // left-aligned so the same comparisons serve 8, 16 and 32 bits.
+    if (this.lop === Lazy.SUB && ((this.la - this.lb) | 0) === this.lr) {
+      const sh = 32 - this.lsz;
+      const a = this.la << sh;
+      const b = this.lb << sh;
+      switch (cc >> 1) {
+        case 1:
+          return a >>> 0 < b >>> 0 !== ((cc & 1) !== 0);
+        case 2:
+          return (a === b) !== ((cc & 1) !== 0);
+        case 3:
+          return a >>> 0 <= b >>> 0 !== ((cc & 1) !== 0);
+        case 6:
+          return a < b !== ((cc & 1) !== 0);
+        case 7:
+          return a <= b !== ((cc & 1) !== 0);
+        default:
+          break;
+      }
+    }
     switch (cc >> 1) {
       case 0:
         r = this.getOF();
