@@ -259,7 +259,7 @@ export class Ext80Math {
         this.flags |= Sw.IE;
         return this.toIeee(INDEFINITE, fmt);
       default: {
-        if (k === Kind.Denormal) this.flags |= Sw.DE;
+        // No DE here: FST/FSTP list #IS #IA #U #O #P only (SDM vol. 2), as the hardware does.
         const u = unpack(x);
         const r = this.round(u.sign, u.sig, u.q, fmt, this.rc);
         if (r === null) bits = signBit | (BigInt(expAll) << BigInt(fracBits));
@@ -324,7 +324,7 @@ export class Ext80Math {
     const k = classify(x);
     if (k === Kind.Zero) return 0n;
     if (k !== Kind.Normal && k !== Kind.Denormal) return null;
-    if (k === Kind.Denormal) this.flags |= Sw.DE;
+    // No DE: FIST/FISTP/FBSTP list #IS #IA #P only (SDM vol. 2); FRNDINT adds it itself.
     const u = unpack(x);
     let v: bigint;
     if (u.q >= 0) v = u.sig << BigInt(u.q);
@@ -418,6 +418,8 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return n;
+    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
+    this.denormalCheck(ka, kb);
     if (ka === Kind.Infinity || kb === Kind.Infinity) {
       if (ka === Kind.Infinity && kb === Kind.Infinity && a.sign !== b.sign) {
         this.flags |= Sw.IE;
@@ -425,7 +427,6 @@ export class Ext80Math {
       }
       return ka === Kind.Infinity ? a : b;
     }
-    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero && kb === Kind.Zero) {
       return a.sign === b.sign ? a : zero(this.rc === Rc.Down ? 1 : 0);
     }
@@ -465,6 +466,8 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return n;
+    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
+    this.denormalCheck(ka, kb);
     const sign = a.sign ^ b.sign;
     if (ka === Kind.Infinity || kb === Kind.Infinity) {
       if (ka === Kind.Zero || kb === Kind.Zero) {
@@ -473,7 +476,6 @@ export class Ext80Math {
       }
       return infinity(sign);
     }
-    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero || kb === Kind.Zero) return zero(sign);
     const ua = unpack(a);
     const ub = unpack(b);
@@ -485,6 +487,8 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return n;
+    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
+    this.denormalCheck(ka, kb);
     const sign = a.sign ^ b.sign;
     if (ka === Kind.Infinity) {
       if (kb === Kind.Infinity) {
@@ -500,10 +504,8 @@ export class Ext80Math {
         return INDEFINITE;
       }
       this.flags |= Sw.ZE;
-      if (ka === Kind.Denormal) this.flags |= Sw.DE;
       return infinity(sign);
     }
-    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero) return zero(sign);
     const ua = unpack(a);
     const ub = unpack(b);
@@ -578,6 +580,7 @@ export class Ext80Math {
       return quiet(a);
     }
     if (k === Kind.Zero || k === Kind.Infinity) return a;
+    if (k === Kind.Denormal) this.flags |= Sw.DE;
     if (a.exp >= BIAS + 63) return a;
     const v = this.toInteger(a)!;
     if (v === 0n) return zero(a.sign);
@@ -590,6 +593,8 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return n;
+    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
+    this.denormalCheck(ka, kb);
     if (kb === Kind.Infinity) {
       if (b.sign) {
         if (ka === Kind.Infinity) {
@@ -604,7 +609,6 @@ export class Ext80Math {
       }
       return infinity(a.sign);
     }
-    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero || ka === Kind.Infinity) return a;
     const saved = this.flags;
     let t = this.toInteger(b, Rc.Zero)!;
@@ -617,18 +621,21 @@ export class Ext80Math {
 
   /**
    * Partial remainder (FPREM: quotient truncated; FPREM1: quotient rounded to nearest, IEEE).
-   * Returns the remainder and the condition codes to set (C2 = incomplete; C0, C3, C1 = Q2, Q0, Q1).
+   * Returns the remainder and the condition codes to set (C2 = incomplete; C0 = Q2, C3 = Q1,
+   * C1 = Q0, SDM vol. 2 FPREM), or cc -1 for NaN and invalid operands (the SDM leaves the codes
+   * undefined; the hardware clears C2 and keeps C0 C1 C3, which the caller mimics).
    */
   remainder(a: Ext80, b: Ext80, ieee: boolean): { value: Ext80; cc: number } {
     const ka = classify(a);
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
-    if (n) return { value: n, cc: 0 };
+    if (n) return { value: n, cc: -1 };
+    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
+    this.denormalCheck(ka, kb);
     if (ka === Kind.Infinity || kb === Kind.Zero) {
       this.flags |= Sw.IE;
-      return { value: INDEFINITE, cc: 0 };
+      return { value: INDEFINITE, cc: -1 };
     }
-    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero || kb === Kind.Infinity) return { value: a, cc: 0 };
     const ua = unpack(a);
     const ub = unpack(b);
@@ -661,8 +668,8 @@ export class Ext80Math {
     }
     let cc = 0;
     if (quot & 4n) cc |= Sw.C0;
-    if (quot & 1n) cc |= Sw.C3;
-    if (quot & 2n) cc |= Sw.C1;
+    if (quot & 2n) cc |= Sw.C3;
+    if (quot & 1n) cc |= Sw.C1;
     if (r === 0n) return { value: zero(a.sign), cc };
     return { value: this.roundExt(sign, r, q, EXTENDED), cc };
   }

@@ -1042,7 +1042,8 @@ export class Fpu {
     }
     const r = this.math.remainder(this.st(0), this.st(1), ieee);
     if (this.raise(this.math.flags)) return;
-    this.setCc(r.cc);
+    if (r.cc >= 0) this.setCc(r.cc);
+    else this.sw &= ~Sw.C2; // NaN/invalid: C2 cleared, C0 C1 C3 kept (as the hardware does)
     this.setSt(0, r.value);
   }
 

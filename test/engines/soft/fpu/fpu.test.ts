@@ -198,7 +198,7 @@ describe("x87 arithmetic", () => {
     assert.equal(fpu.statusWord & 0x3f, 0x05);
   });
 
-  it("computes FPREM and FPREM1 with the quotient bits in C0 C3 C1", () => {
+  it("computes FPREM and FPREM1 with the quotient bits Q2 Q1 Q0 in C0 C3 C1", () => {
     const { fpu, mem, x } = setup();
     mem.view.setFloat64(A, 3, true);
     mem.view.setFloat64(B, 11, true);
@@ -206,7 +206,7 @@ describe("x87 arithmetic", () => {
     x(0xdd, m(0), B); // st0 = 11
     x(0xd9, 0xf8); // fprem: 11 = 3*3 + 2
     assert.equal(fpu.stNumber(0), 2);
-    assert.equal(fpu.statusWord & 0x4700, 0x4200); // Q=3: C3 (Q0) and C1 (Q1)
+    assert.equal(fpu.statusWord & 0x4700, 0x4200); // Q=3: C1 (Q0) and C3 (Q1)
     x(0xdd, 0xd8); // fstp st0
     x(0xdd, m(0), B);
     x(0xd9, 0xf5); // fprem1: 11 = 4*3 - 1

@@ -3,7 +3,7 @@
  * oracle cannot run on this kind of host (PVM emulates kernel mode and refuses 32-bit paging):
  * these tests check the SDM's expected exceptions, error codes and CR2 directly.
  *
- * One NASM blob at 0x7000: a real-mode bootstrap (GDT, IDT, TSS, protected mode), the call-gate
+ * One NASM blob at 0x7000, entered in 32-bit protected mode: a bootstrap (GDT, IDT, TSS), the call-gate
  * target at 0x7180, 32 exception stubs at 0x7200 that log and recover, then the test body, which
  * runs in ring 0 and ends by halting.
  *
@@ -25,6 +25,7 @@ import type { Cpu } from "../../../../src/engines/soft/cpu.js";
 import { SoftCpu, type SoftStop } from "../../../../src/engines/soft/soft_cpu.js";
 import { GuestMemory } from "../../../../src/memory/guest_memory.js";
 import { assemble } from "./nasm.js";
+import { flatEntry } from "./soft_runner.js";
 
 export const K = {
   GDT: 0x1000,
@@ -62,7 +63,7 @@ function kernelSource(body: string): string {
     stubs.push(`  push dword ${v}`, "  jmp exc_common");
   }
   return `
-BITS 16
+BITS 32
 ORG 0x${K.BOOT.toString(16)}
 %define LOG_COUNT 0x${K.LOG_COUNT.toString(16)}
 %define RECOVER 0x${K.RECOVER.toString(16)}
@@ -96,15 +97,8 @@ ORG 0x${K.BOOT.toString(16)}
   or eax, 0x80010000
   mov cr0, eax
 %endmacro
-  cli
-  xor ax, ax
-  mov ds, ax
-  o32 lgdt [gdtr]
-  mov eax, cr0
-  or eax, 0x23
-  mov cr0, eax
+  lgdt [gdtr]
   jmp dword 0x08:pm
-BITS 32
 pm:
   mov ax, 0x10
   mov ds, ax
@@ -247,9 +241,7 @@ export function runKernel(body: string, setup?: (m: GuestMemory) => void): Kerne
   memory.writeU32(K.TSS + 8, 0x10);
   memory.writeU16(K.TSS + 0x66, 0x68);
   setup?.(memory);
-  cpu.segSel[1] = 0;
-  cpu.segBase[1] = 0;
-  cpu.eip = K.BOOT;
+  soft.loadEntryState(flatEntry(K.BOOT));
   const stop = soft.run(5_000_000);
   const n = memory.readU32(K.LOG_COUNT);
   const log = [];

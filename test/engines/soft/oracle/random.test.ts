@@ -12,6 +12,8 @@ import { test } from "node:test";
 import { loadRunners, runCase, skipReason } from "./harness.js";
 import type { OracleCase } from "./cases.js";
 import { randomProgram } from "./random_program.js";
+import { randomX87Program } from "./random_x87.js";
+import { AF } from "./snippet.js";
 
 const runners = await loadRunners();
 const skip = skipReason(runners);
@@ -45,5 +47,36 @@ test(`random instruction sequences agree between runners (${seeds.length} progra
       if (failures.length >= 3) break;
     }
   }
+  assert.deepEqual(failures, [], failures.join("\n\n"));
+});
+
+test(`random x87 programs agree between runners (${seeds.length} programs)`, async (t) => {
+  if (skip) {
+    t.skip(skip);
+    return;
+  }
+  const failures: string[] = [];
+  let notes: string[] = [];
+  for (const seed of seeds) {
+    const p = randomX87Program(seed);
+    const c: OracleCase = {
+      name: `random x87 seed ${seed}`,
+      asm: p.asm,
+      data: { 0: p.data },
+      undef: AF,
+      needs: ["x87"],
+    };
+    const report = await runCase(c, runners.available);
+    notes = report.notes;
+    if (report.problems.length) {
+      failures.push(
+        `x87 seed ${seed} (VESSEL_ORACLE_SEED=${seed} node scripts/test.mjs oracle/random):\n${report.problems.join("\n")}\n${p.asm}`,
+      );
+      if (failures.length >= 3) break;
+    }
+  }
+  for (const n of notes) t.diagnostic(n);
+  if (runners.available.length - notes.length < 2)
+    t.diagnostic("only one runner can run x87 here: nothing to compare");
   assert.deepEqual(failures, [], failures.join("\n\n"));
 });

@@ -1,9 +1,9 @@
 /**
  * Runs snippets on Vessel's software CPU, in the same world the KVM oracle gives them: ring 3,
- * flat 32-bit segments, code/data/stack at `LAYOUT`. A small real-mode bootstrap (assembled with
- * nasm, below) loads a GDT, an IDT whose 32 exception gates lead to ring-0 stubs that push the
+ * flat 32-bit segments, code/data/stack at `LAYOUT`. A small bootstrap (assembled with nasm,
+ * below; entered in 32-bit protected mode, ring 0, like a kernel's 32-bit entry) loads a GDT, an IDT whose 32 exception gates lead to ring-0 stubs that push the
  * vector and halt, and a TSS for the ring 3 -> 0 stack switch, then IRETs into the snippet. So the
- * architectural paths (protected-mode entry, LGDT/LIDT/LTR, IRET to ring 3, exception delivery
+ * architectural paths (LGDT/LIDT/LTR, a far jump reloading CS, IRET to ring 3, exception delivery
  * across rings) are exercised too, as the guest kernel will exercise them.
  *
  * Memory map (below the snippet's LAYOUT): GDT 0x1000, IDT 0x2000, TSS 0x3000, initial registers
@@ -12,6 +12,7 @@
  */
 import { MmioBus } from "../../../../src/bus/mmio_bus.js";
 import { PortBus } from "../../../../src/bus/port_bus.js";
+import type { EntryState, SegmentState } from "../../../../src/boot/entry_state.js";
 import type { Cpu } from "../../../../src/engines/soft/cpu.js";
 import { SoftCpu } from "../../../../src/engines/soft/soft_cpu.js";
 import { GuestMemory } from "../../../../src/memory/guest_memory.js";
@@ -46,17 +47,10 @@ function bootSource(): string {
     stubs.push(`  push dword ${v}`, "  sti", "  hlt", "  jmp $");
   }
   return `
-BITS 16
-ORG 0x${BOOT.toString(16)}
-  cli
-  xor ax, ax
-  mov ds, ax
-  o32 lgdt [gdtr]
-  mov eax, cr0
-  or eax, 0x23            ; PE, MP, NE
-  mov cr0, eax
-  jmp dword 0x08:pm
 BITS 32
+ORG 0x${BOOT.toString(16)}
+  lgdt [gdtr]
+  jmp dword 0x08:pm
 pm:
   mov ax, 0x10
   mov ds, ax
@@ -93,6 +87,48 @@ idtr: dw 32*8-1
   times 0x${(STUBS - BOOT).toString(16)}-($-$$) db 0
 ${stubs.join("\n")}
 `;
+}
+
+const flatSegment = (selector: number, type: number): SegmentState => ({
+  selector,
+  base: 0,
+  limit: 0xffffffff,
+  type,
+  present: true,
+  dpl: 0,
+  s: true,
+  db: true,
+  l: false,
+  g: true,
+});
+
+/**
+ * The state the bootstraps start from: 32-bit protected mode, ring 0, flat segments, CR0 = PE MP
+ * NE ET, interrupts off (a kernel's 32-bit entry; the bootstraps then load their own GDT, IDT and
+ * TSS).
+ */
+export function flatEntry(rip: number): EntryState {
+  return {
+    mode: "protected32",
+    rip,
+    rsp: 0x8000,
+    rsi: 0,
+    rflags: 2,
+    cr0: 0x33,
+    cr3: 0,
+    cr4: 0,
+    efer: 0,
+    cs: flatSegment(0x08, 0xb),
+    ds: flatSegment(0x10, 0x3),
+    es: flatSegment(0x10, 0x3),
+    fs: flatSegment(0x10, 0x3),
+    gs: flatSegment(0x10, 0x3),
+    ss: flatSegment(0x10, 0x3),
+    tr: { ...flatSegment(0, 0xb), limit: 0xffff, g: false, s: false },
+    ldt: { ...flatSegment(0, 0x2), limit: 0xffff, present: false, s: false, g: false },
+    gdt: { base: 0, limit: 0xffff },
+    idt: { base: 0, limit: 0x3ff },
+  };
 }
 
 /** A flat 4 GiB segment descriptor with access byte `access` (G=1, D/B=1). */
@@ -141,10 +177,7 @@ export function buildSoftMachine(boot: Uint8Array): SoftMachine {
   memory.writeU32(TSS + 4, RING0_STACK);
   memory.writeU32(TSS + 8, 0x10);
   memory.writeU16(TSS + 0x66, 0x68);
-  // Start in real mode at 0000:BOOT.
-  cpu.segSel[1] = 0;
-  cpu.segBase[1] = 0;
-  cpu.eip = BOOT;
+  soft.loadEntryState(flatEntry(BOOT));
   return { soft, cpu, memory };
 }
 
