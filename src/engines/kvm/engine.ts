@@ -246,7 +246,8 @@ export class KvmEngine {
       }
       if (userPoll !== undefined) userPoll();
     };
-    let bootEvent: VmEvent;
+    let bootEvent: VmEvent = { kind: "stopped" };
+    let failure: unknown;
     try {
       // Pausing the boot vCPU (from any thread: its link) pauses the machine: the others follow.
       const onPause = (paused: boolean) => {
@@ -257,6 +258,8 @@ export class KvmEngine {
         opts.onPause?.(paused);
       };
       bootEvent = runVcpu(vcpu, io, counters, this.bootLink.control, { poll, onPause });
+    } catch (err) {
+      failure = err; // e.g. KVM_RUN failed: stop the other vCPUs first, then report it
     } finally {
       this.bootLink.markExited();
       timedOut = watchdog?.disarm() ?? false;
@@ -284,12 +287,13 @@ export class KvmEngine {
           : { kind: "unhandled_exit", reason: -1, name: m.kind === "error" ? m.message : "?", dump: "" },
       );
     }
+    this.running = false;
+    if (failure !== undefined) throw failure;
     let cpu = 0;
     if (bootEvent.kind === "stopped" && !timedOut) {
       const other = cpuEvents.findIndex((e) => e.kind !== "stopped");
       if (other > 0) cpu = other;
     }
-    this.running = false;
     return { event: cpuEvents[cpu]!, cpu, cpuEvents, timedOut, exits: this.exitCounts() };
   }
 
