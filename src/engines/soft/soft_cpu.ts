@@ -348,9 +348,25 @@ export class SoftCpu {
     );
     lines.push(`CR0=${hex32(c.cr0)} CR2=${hex32(c.cr2)} CR3=${hex32(c.cr3)} CR4=${hex32(c.cr4)}`);
     lines.push(`instructions=${c.instructions} last exception=${c.faultVector} code=${hex32(c.faultCode)}`);
+    const code: string[] = [];
+    const saved = [c.cr2, c.faultVector, c.faultCode];
+    for (let k = 0; k < 16; k++) {
+      try {
+        code.push(
+          c
+            .read8((c.segBase[Seg.CS]! + c.eip + k) | 0)
+            .toString(16)
+            .padStart(2, "0"),
+        );
+      } catch {
+        break;
+      }
+    }
+    [c.cr2, c.faultVector, c.faultCode] = saved as [number, number, number];
+    lines.push(`code at EIP: ${code.join(" ")}`);
     const recent: string[] = [];
     for (let k = RECENT; k > 0; k--) recent.push(hex32(this.recent[(this.recentIndex - k) & (RECENT - 1)]!));
-    lines.push(`last instructions (linear, oldest first): ${recent.join(" ")}`);
+    lines.push(`last block entries (linear, oldest first): ${recent.join(" ")}`);
     return lines.join("\n");
   }
 }
