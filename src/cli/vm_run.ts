@@ -21,7 +21,7 @@ With a command, the guest runs it instead of a shell and Vessel exits with its s
   --stats             print statistics when the VM stops (VM exits by reason, ...)
   --timeout SECONDS   stop the VM after this long
 
-Console: Ctrl-A x leaves (stops the VM), Ctrl-A h for help.
+Console: Ctrl-A x leaves (stops the VM), Ctrl-A p pauses/resumes, Ctrl-A h for help.
 Environment: VESSEL_KVM_PATH overrides /dev/kvm.
 `;
 
@@ -175,6 +175,7 @@ export async function run(args: string[]): Promise<number> {
   // may be interactive); piped input is passed to the guest's console as it is.
   const interactive = stdin.isTTY === true;
   const escaper = new ConsoleEscape();
+  let paused = false;
   const onData = (chunk: Buffer) => {
     if (!interactive) {
       vm.sendInput(chunk);
@@ -183,6 +184,12 @@ export async function run(args: string[]): Promise<number> {
     const r = escaper.feed(chunk);
     if (r.forward.length > 0) vm.sendInput(r.forward);
     if (r.help) process.stderr.write(CONSOLE_HELP);
+    if (r.togglePause) {
+      paused = !paused;
+      if (paused) vm.pause();
+      else vm.resume();
+      process.stderr.write(paused ? "\r\n[vessel: paused; C-a p resumes]\r\n" : "\r\n[vessel: resumed]\r\n");
+    }
     if (r.quit) vm.stop();
   };
   if (interactive) stdin.setRawMode(true);

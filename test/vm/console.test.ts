@@ -8,20 +8,33 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 test("console escape: Ctrl-A x quits, Ctrl-A a sends Ctrl-A, other bytes pass", () => {
   const e = new ConsoleEscape();
-  assert.deepEqual(e.feed(bytes("ls\r")), { forward: bytes("ls\r"), quit: false, help: false });
+  assert.deepEqual(e.feed(bytes("ls\r")), {
+    forward: bytes("ls\r"),
+    quit: false,
+    help: false,
+    togglePause: false,
+  });
   assert.deepEqual(e.feed(Uint8Array.of(1, 0x61, 0x62)), {
     forward: Uint8Array.of(1, 0x62),
     quit: false,
     help: false,
+    togglePause: false,
   });
   assert.deepEqual(e.feed(Uint8Array.of(0x63, 1)), {
     forward: Uint8Array.of(0x63),
     quit: false,
     help: false,
+    togglePause: false,
   });
   // the escape may straddle two reads
-  assert.deepEqual(e.feed(Uint8Array.of(0x78)), { forward: new Uint8Array(0), quit: true, help: false });
+  assert.deepEqual(e.feed(Uint8Array.of(0x78)), {
+    forward: new Uint8Array(0),
+    quit: true,
+    help: false,
+    togglePause: false,
+  });
   assert.equal(new ConsoleEscape().feed(Uint8Array.of(1, 0x68)).help, true);
+  assert.equal(new ConsoleEscape().feed(Uint8Array.of(1, 0x70)).togglePause, true);
   assert.deepEqual(new ConsoleEscape().feed(Uint8Array.of(1, 0x7a)).forward, Uint8Array.of(1, 0x7a));
 });
 
