@@ -376,15 +376,15 @@ test("image save loads into podman, and podman save loads back", async (t) => {
   if (!need(t)) return;
   if (spawnSync("sh", ["-c", "command -v podman"]).status !== 0) return t.skip("podman is not installed");
   const archive = join(root, "busybox-save.tar");
-  await ok(["image", "save", "-o", archive, "busybox"]);
+  const tag = "localhost/vessel-e2e-roundtrip:latest";
+  await ok(["image", "tag", "busybox", tag]);
+  await ok(["image", "save", "-o", archive, tag]);
   const podman = (args: string[]) =>
     spawnSync("podman", ["--cgroup-manager=cgroupfs", "--events-backend=file", ...args], {
       encoding: "utf8",
     });
   const load = podman(["load", "-i", archive]);
   assert.equal(load.status, 0, load.stderr);
-  const tag = "localhost/vessel-e2e-roundtrip:latest";
-  podman(["tag", "localhost/busybox:latest", tag]);
   const run = podman([
     "run",
     "--rm",
@@ -405,6 +405,7 @@ test("image save loads into podman, and podman save loads back", async (t) => {
   const save = podman(["save", "-o", back, tag]);
   assert.equal(save.status, 0, save.stderr);
   podman(["rmi", tag]);
+  await ok(["image", "rm", tag]);
   const loaded = await ok(["image", "load", "-i", back]);
   assert.match(loaded, /vessel-e2e-roundtrip/);
   assert.equal(
