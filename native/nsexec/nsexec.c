@@ -706,6 +706,97 @@ static void run_list(struct list *l) {
   for (uint32_t i = 0; i < l->n; i++) run_op(&l->ops[i]);
 }
 
+/* ---- after the clone: relay the child's messages, report its exit, wait for the verdict ---- */
+static volatile sig_atomic_t forward_to = 0;
+static void forward_signal(int sig) {
+  if (forward_to > 0) kill(forward_to, sig);
+}
+
+/* Reads one line (without the newline) from fd; returns 0 on EOF/error. */
+static int read_line(int fd, char *buf, size_t size) {
+  size_t n = 0;
+  while (n < size - 1) {
+    ssize_t r = read(fd, buf + n, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0;
+    if (buf[n] == '\n') break;
+    n++;
+  }
+  buf[n] = 0;
+  return 1;
+}
+
+static void copy_bytes(int from, int to, size_t n) {
+  char buf[4096];
+  while (n > 0) {
+    ssize_t r = read(from, buf, n < sizeof buf ? n : sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return;
+    for (ssize_t off = 0; off < r;) {
+      ssize_t w = write(to, buf + off, r - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      off += w;
+    }
+    n -= r;
+  }
+}
+
+/*
+ * This process stays until the runtime says how to end: it forwards the child's lines (sync,
+ * ready, error) to the runtime and the runtime's answers to the child; in a foreground run it
+ * waits for the child, sends "exit N", and forwards signals to it. The runtime ends with
+ * "exit N" (after optional "stdout LEN"/"stderr LEN" blocks for this process's stdout/stderr,
+ * which is how the runtime server speaks through the launcher that became this process).
+ */
+static int relay(int child_fd, int wait_child) {
+  int pidfd = wait_child ? (int)syscall(SYS_pidfd_open, child_pid, 0) : -1;
+  int child_status = -1;
+  if (wait_child) {
+    forward_to = child_pid;
+    struct sigaction sa = {0};
+    sa.sa_handler = forward_signal;
+    int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+  }
+  char line[8192];
+  for (;;) {
+    struct pollfd fds[3] = {{sync_fd, POLLIN, 0}, {child_fd, child_fd >= 0 ? POLLIN : 0, 0}, {pidfd, POLLIN, 0}};
+    int r = poll(fds, pidfd >= 0 ? 3 : 2, wait_child && pidfd < 0 ? 100 : -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (wait_child && child_status < 0 && (pidfd < 0 || (fds[2].revents & POLLIN))) {
+      int status;
+      pid_t w = waitpid(child_pid, &status, pidfd >= 0 ? 0 : WNOHANG);
+      if (w == child_pid) {
+        child_status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+        forward_to = 0;
+        if (pidfd >= 0) close(pidfd);
+        pidfd = -1;
+        send_line("exit %d", child_status);
+      }
+    }
+    if (child_fd >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (read_line(child_fd, line, sizeof line)) {
+        send_line("%s", line);
+      } else {
+        close(child_fd);
+        child_fd = -1;
+      }
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!read_line(sync_fd, line, sizeof line)) return child_status >= 0 ? child_status : 1;
+      if (!strncmp(line, "exit ", 5)) return atoi(line + 5);
+      if (!strncmp(line, "stdout ", 7)) copy_bytes(sync_fd, 1, strtoul(line + 7, NULL, 10));
+      else if (!strncmp(line, "stderr ", 7)) copy_bytes(sync_fd, 2, strtoul(line + 7, NULL, 10));
+      else if (child_fd >= 0) {
+        size_t n = strlen(line);
+        line[n] = '\n';
+        (void)!write(child_fd, line, n + 1);
+      }
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: vessel-nsexec <sync-fd>  (run by Vessel's OCI runtime, not by hand)\n");
@@ -734,13 +825,19 @@ int main(int argc, char **argv) {
     close(pending_ns[i].fd);
   }
 
-  int go[2];
+  int go[2], sv[2];
   if (pipe2(go, O_CLOEXEC) < 0) die("pipe");
+  /* the child talks to the runtime through this process (relay below), so that only one
+   * process ever reads the runtime's socket */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
   pid_t pid = syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, NULL);
   if (pid < 0) die("clone with namespace flags 0x%x", flags);
   if (pid == 0) {
     in_child = 1;
     close(go[1]);
+    close(sv[0]);
+    close(sync_fd);
+    sync_fd = sv[1];
     char c;
     if (read(go[0], &c, 1) != 1) _exit(1);
     close(go[0]);
@@ -751,6 +848,7 @@ int main(int argc, char **argv) {
   }
   child_pid = pid;
   close(go[0]);
+  close(sv[1]);
   /* post-clone ops name the child's /proc entries through "{pid}" */
   for (uint32_t i = 0; i < post.n; i++) {
     struct op *o = &post.ops[i];
@@ -769,16 +867,5 @@ int main(int argc, char **argv) {
   if (write(go[1], "g", 1) != 1) die("start child");
   close(go[1]);
   if (console_fd >= 0) close(console_fd);
-  if (!wait_child) return 0;
-  /* foreground run/exec: this process is the container process's parent and reports its end */
-  close(sync_fd);
-  int status;
-  for (;;) {
-    pid_t r = waitpid(pid, &status, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return 255;
-    break;
-  }
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WEXITSTATUS(status);
+  return relay(sv[0], wait_child);
 }

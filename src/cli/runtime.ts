@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { ContainerError } from "../container/errors.js";
 import { type LogFormat, RuntimeLog, writeStdout } from "../container/log.js";
+import { callerPath } from "../container/request.js";
 import { Runtime } from "../container/runtime.js";
 import type { Process, Resources } from "../container/spec.js";
 import { describeError, UsageError } from "../errors.js";
@@ -226,7 +227,7 @@ function needId(p: Parsed, cmd: string): string {
 function resourcesFromFlags(p: Parsed): Resources {
   if (str(p, "resources") !== undefined) {
     const src = str(p, "resources")!;
-    const text = src === "-" ? readFileSync(0, "utf8") : readFileSync(src, "utf8");
+    const text = src === "-" ? readFileSync(0, "utf8") : readFileSync(callerPath(src), "utf8");
     return JSON.parse(text) as Resources;
   }
   const r: Resources = {};
@@ -260,7 +261,7 @@ function resourcesFromFlags(p: Parsed): Resources {
 
 function execProcess(rt: Runtime, id: string, p: Parsed): Process {
   const file = str(p, "process");
-  if (file) return JSON.parse(readFileSync(file, "utf8")) as Process;
+  if (file) return JSON.parse(readFileSync(callerPath(file), "utf8")) as Process;
   const cmd = p.args.slice(1);
   if (cmd.length === 0) throw new UsageError("no_command", "exec needs a command, or --process FILE");
   const base = rt.savedSpec(id).process;
@@ -387,7 +388,7 @@ async function dispatch(cmd: string, p: Parsed, rt: Runtime): Promise<number> {
       return 0;
     case "spec": {
       const { defaultSpec } = await import("../container/default_spec.js");
-      const path = join(resolve(str(p, "bundle") ?? "."), "config.json");
+      const path = join(callerPath(str(p, "bundle") ?? "."), "config.json");
       if (existsSync(path))
         throw new ContainerError("exists", `File ${path} exists. Remove it first or use a different bundle`);
       writeFileSync(path, `${JSON.stringify(defaultSpec({ rootless: bool(p, "rootless") }), null, "\t")}\n`);
@@ -410,7 +411,8 @@ export async function run(argv: string[]): Promise<number> {
     const format = str(g, "log-format") ?? "text";
     if (format !== "text" && format !== "json")
       throw new UsageError("bad_flag", `--log-format must be text or json, got "${format}"`);
-    log = new RuntimeLog(str(g, "log"), format as LogFormat, bool(g, "debug"));
+    const logFile = str(g, "log");
+    log = new RuntimeLog(logFile ? callerPath(logFile) : undefined, format as LogFormat, bool(g, "debug"));
     if (bool(g, "version")) {
       writeStdout("vessel-runc version 0.1.0\nspec: 1.1.0\n");
       return 0;

@@ -1,4 +1,5 @@
 import { appendFileSync, writeSync } from "node:fs";
+import { currentRequest } from "./request.js";
 
 /**
  * The runtime's log, as runc writes it: `--log FILE` with `--log-format text|json`. podman's
@@ -46,6 +47,11 @@ export class RuntimeLog {
 }
 
 export function writeStderr(text: string): void {
+  const req = currentRequest();
+  if (req) {
+    req.stderr.push(Buffer.from(text));
+    return;
+  }
   try {
     writeSync(2, text);
   } catch {
@@ -55,6 +61,11 @@ export function writeStderr(text: string): void {
 
 export function writeStdout(text: string): void {
   const b = Buffer.from(text);
+  const req = currentRequest();
+  if (req) {
+    req.stdout.push(b);
+    return;
+  }
   for (let off = 0; off < b.length; ) {
     try {
       off += writeSync(1, b, off);

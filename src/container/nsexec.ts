@@ -1,14 +1,20 @@
-import { type ChildProcess, spawn, type StdioOptions } from "node:child_process";
+import { spawn, type StdioOptions } from "node:child_process";
 import { existsSync } from "node:fs";
 import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { ContainerError } from "./errors.js";
 import { encodePlan, type Plan } from "./plan.js";
+import { currentRequest } from "./request.js";
 
 /**
- * Drives one run of the helper (native/nsexec): sends the plan, answers its sync points, and
- * reports the container process's pid. The socket between the runtime and the helper is the
- * stdio "pipe" libuv makes (a Unix socketpair), placed right after the preserved fds.
+ * Drives one run of the helper (native/nsexec): sends the plan, answers its sync points, reports
+ * the container process's pid and (foreground runs) its exit status, and finally tells the
+ * helper how to end ("exit N"). Two transports:
+ *  - spawn: this process starts the helper, with the channel as the stdio "pipe" libuv makes (a
+ *    Unix socketpair) right after the preserved fds;
+ *  - server: the runtime server (server.ts) answers a launcher, which execs the helper itself on
+ *    its connection when told "exec-helper", so the container's init is the launcher's child
+ *    (podman's conmon, a subreaper, must become its parent).
  */
 
 /** The helper binary: native/build/vessel-nsexec of this checkout, or $VESSEL_NSEXEC. */
@@ -21,9 +27,10 @@ export function helperPath(): string {
 export interface HelperRun {
   /** host pid of the process the helper cloned */
   pid: number;
-  /** the helper's exit status: the container process's status when the plan said `wait` */
+  /** the container process's exit status (plans with `wait`); 255 if the helper vanished */
   exit: Promise<number>;
-  helper: ChildProcess;
+  /** lets the helper exit with `code` (spawn transport; the server answers for itself) */
+  release(code: number): void;
 }
 
 export interface HelperHandlers {
@@ -46,29 +53,44 @@ export function runHelper(
       ),
     );
   }
-  const stdio: StdioOptions = [0, 1, 2];
-  for (let i = 0; i < preserveFds; i++) stdio.push(3 + i);
-  stdio.push("pipe");
-  const syncFd = 3 + preserveFds;
-  const helper = spawn(path, [String(syncFd)], { stdio, env: {} });
-  const sock = helper.stdio[syncFd] as Socket;
+  const req = currentRequest();
+  let sock: Socket;
+  let spawned = false;
+  if (req) {
+    if (req.helperStarted)
+      return Promise.reject(new ContainerError("helper_twice", "one helper per runtime call"));
+    req.helperStarted = true;
+    sock = req.socket;
+    sock.write("exec-helper\n");
+  } else {
+    const stdio: StdioOptions = [0, 1, 2];
+    for (let i = 0; i < preserveFds; i++) stdio.push(3 + i);
+    stdio.push("pipe");
+    const syncFd = 3 + preserveFds;
+    const helper = spawn(path, [String(syncFd)], { stdio, env: {} });
+    helper.on("error", () => sock.destroy());
+    sock = helper.stdio[syncFd] as Socket;
+    spawned = true;
+  }
+  let resolveExit: (code: number) => void = () => {};
   const exit = new Promise<number>((res) => {
-    helper.on("exit", (code, signal) => res(code ?? (signal ? 128 : 255)));
-    helper.on("error", () => res(255));
+    resolveExit = res;
   });
+  const release = (code: number) => {
+    if (!spawned || sock.destroyed) return;
+    sock.end(`exit ${code}\n`);
+  };
   return new Promise<HelperRun>((resolve, reject) => {
     let pid = 0;
     let buf = "";
-    let done = false;
+    let settled = false;
     const fail = (err: Error) => {
-      if (done) return;
-      done = true;
-      sock.destroy();
+      if (settled) return;
+      settled = true;
+      // spawn: closing the channel ends the helper (exit 1); server: the reply ends it
+      if (spawned) sock.destroy();
       reject(err);
     };
-    helper.on("error", (err) =>
-      fail(new ContainerError("helper_spawn", `cannot run ${path}: ${err.message}`, {}, err)),
-    );
     const handle = async (line: string) => {
       const sp = line.indexOf(" ");
       const verb = sp < 0 ? line : line.slice(0, sp);
@@ -88,10 +110,12 @@ export function runHelper(
           }
           return;
         case "ready":
-          if (done) return;
-          done = true;
-          sock.destroy();
-          resolve({ pid, exit, helper });
+          if (settled) return;
+          settled = true;
+          resolve({ pid, exit, release });
+          return;
+        case "exit":
+          resolveExit(Number(arg));
           return;
         case "error":
           fail(new ContainerError("init_failed", arg, { pid }));
@@ -106,16 +130,16 @@ export function runHelper(
       }
     };
     let chain = Promise.resolve();
-    sock.on("data", (d: Buffer) => {
+    const onData = (d: Buffer) => {
       buf += d.toString();
       for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         chain = chain.then(() => handle(line));
       }
-    });
-    sock.on("error", () => {});
-    sock.on("close", () => {
+    };
+    const onClose = () => {
+      resolveExit(255);
       chain.then(() =>
         fail(
           new ContainerError(
@@ -127,7 +151,10 @@ export function runHelper(
           ),
         ),
       );
-    });
+    };
+    sock.on("data", onData);
+    sock.on("error", () => {});
+    sock.on("close", onClose);
     sock.write(encodePlan(plan));
   });
 }

@@ -22,6 +22,7 @@ import {
 import { ContainerError, notRunning } from "./errors.js";
 import { runHooks } from "./hooks.js";
 import { RuntimeLog } from "./log.js";
+import { callerPath } from "./request.js";
 import { parseSignal } from "./signals.js";
 import { loadSpec, type Process, type Resources, type Spec } from "./spec.js";
 import {
@@ -72,7 +73,7 @@ function sleep(ms: number): Promise<void> {
 
 function writePidFile(path: string | undefined, pid: number): void {
   if (!path) return;
-  const abs = resolve(path);
+  const abs = callerPath(path);
   const tmp = join(dirname(abs), `.${process.pid}.pid.tmp`);
   writeFileSync(tmp, String(pid));
   renameSync(tmp, abs);
@@ -116,7 +117,7 @@ export class Runtime {
     id: string,
     opts: CreateOptions,
     wait = false,
-  ): Promise<{ state: OciState; exit: Promise<number> }> {
+  ): Promise<{ state: OciState; exit: Promise<number>; release(code: number): void }> {
     checkId(id);
     // loaded here, not at the top: `state`, `kill` and `delete` never need the plan builder,
     // the seccomp compiler or its syscall tables, and podman calls those often
@@ -125,7 +126,7 @@ export class Runtime {
       import("./nsexec.js"),
       import("./capabilities.js"),
     ]);
-    const bundle = resolve(opts.bundle);
+    const bundle = callerPath(opts.bundle);
     const spec = loadSpec(bundle);
     const rootfs = resolve(bundle, spec.root!.path);
     const dir = this.store.claim(id);
@@ -162,7 +163,7 @@ export class Runtime {
         bundle,
         rootfs,
         fifo: this.store.fifo(id),
-        ...(opts.consoleSocket ? { consoleSocket: resolve(opts.consoleSocket) } : {}),
+        ...(opts.consoleSocket ? { consoleSocket: callerPath(opts.consoleSocket) } : {}),
         cgroup: cgroup.record,
         cgroupMounts: mounts,
         noPivot: opts.noPivot ?? false,
@@ -194,7 +195,10 @@ export class Runtime {
       rec.startTime = procStat(run.pid)?.startTime ?? "";
       this.store.write(rec);
       writePidFile(opts.pidFile, run.pid);
-      return { state: this.store.ociState(rec), exit: run.exit };
+      // create: the helper may go now (the init stays, waiting on the fifo); run: it stays as
+      // the init's parent and reports the exit status
+      if (!wait) run.release(0);
+      return { state: this.store.ociState(rec), exit: run.exit, release: run.release };
     } catch (err) {
       await this.cleanupFailed(id, pid, cgroup);
       throw err;
@@ -271,7 +275,7 @@ export class Runtime {
    * returns the exit status (128+signal when killed), forwarding signals to the container.
    */
   async run(id: string, opts: CreateOptions & { detach?: boolean | undefined }): Promise<number> {
-    const { exit } = await this.create(id, opts, !opts.detach);
+    const { exit, release } = await this.create(id, opts, !opts.detach);
     try {
       await this.start(id);
     } catch (err) {
@@ -300,6 +304,7 @@ export class Runtime {
     const code = await exit;
     for (const s of sigs) process.off(s, forward);
     await this.delete(id, { force: true });
+    release(code);
     return code;
   }
 
@@ -410,15 +415,20 @@ export class Runtime {
       spec,
       process: proc,
       cgroup: rec.cgroup,
-      ...(opts.consoleSocket ? { consoleSocket: resolve(opts.consoleSocket) } : {}),
+      ...(opts.consoleSocket ? { consoleSocket: callerPath(opts.consoleSocket) } : {}),
       preserveFds: opts.preserveFds ?? 0,
       wait: !opts.detach,
       availableCaps: availableCaps(),
     });
     const run = await runHelper(plan, opts.preserveFds ?? 0);
     writePidFile(opts.pidFile, run.pid);
-    if (opts.detach) return 0;
-    return run.exit;
+    if (opts.detach) {
+      run.release(0);
+      return 0;
+    }
+    const code = await run.exit;
+    run.release(code);
+    return code;
   }
 
   pause(id: string): void {
