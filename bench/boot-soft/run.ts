@@ -4,18 +4,23 @@
  * `qemu-system-i386 -accel tcg` and, when installed, v86 (the npm package `v86`, with Debian's
  * seabios bios.bin and vgabios-stdvga.bin), in one run. The moment is the guest init's write to
  * the debug-exit port (DEBUG_EXIT_PORT + 0): Vessel reports it through its debug-exit device,
- * QEMU gets an isa-debug-exit device on the same port (QEMU ends at that write), v86 is watched
- * through its port-write hook. Times are from launch; the ratios are printed.
- *   node dist/bench/boot-soft/run.js [rounds=1]
+ * QEMU gets an isa-debug-exit device on the same port (QEMU ends at that write), v86 (with its JIT,
+ * and interpreter-only with disable_jit) is watched on its serial console for the line the init
+ * prints next to the marker. Times are from launch; the ratios are printed.
+ *   node dist/bench/boot-soft/run.js [rounds=1] [--only vessel,qemu,v86,v86i]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { ensureDefaultGuest } from "../../src/guest/default_guest.js";
 import { guestCommandParam } from "../../src/guest/init_script.js";
 import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
 import { Vm } from "../../src/vm/vm.js";
 
-const rounds = Number(process.argv[2] ?? 1);
+const argv = process.argv.slice(2);
+const onlyAt = argv.indexOf("--only");
+const only = new Set(onlyAt >= 0 ? argv[onlyAt + 1]!.split(",") : ["vessel", "qemu", "v86", "v86i"]);
+const rounds = Number(argv.find((a, k) => /^\d+$/.test(a) && argv[k - 1] !== "--only") ?? 1);
 const MEM = 256 << 20;
 const TIMEOUT_MS = 600_000;
 
@@ -83,7 +88,7 @@ const BIOS = "/usr/share/seabios/bios.bin";
 const VGA_BIOS = "/usr/share/seabios/vgabios-stdvga.bin";
 
 /** v86 in this process (its own interpreter/JIT), if the npm package and SeaBIOS are installed. */
-async function v86(): Promise<number | string> {
+async function v86(jit: boolean): Promise<number | string> {
   let V86: new (
     opts: Record<string, unknown>,
   ) => {
@@ -101,6 +106,8 @@ async function v86(): Promise<number | string> {
     return "v86 is not installed (npm install --no-save v86)";
   }
   if (!existsSync(BIOS) || !existsSync(VGA_BIOS)) return "Debian's seabios package is not installed";
+  // The package's main module sits next to its wasm files (build/libv86.mjs, build/v86.wasm).
+  const wasmPath = fileURLToPath(new URL("v86.wasm", import.meta.resolve("v86")));
   const buf = (p: string) => {
     const b = readFileSync(p);
     return { buffer: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) };
@@ -115,6 +122,8 @@ async function v86(): Promise<number | string> {
       cmdline,
       memory_size: MEM,
       autostart: true,
+      wasm_path: wasmPath,
+      disable_jit: !jit,
       disable_keyboard: true,
       disable_mouse: true,
     });
@@ -141,19 +150,24 @@ async function v86(): Promise<number | string> {
 
 if (!existsSync(guest.kernel)) throw new Error("no default i386 guest");
 console.log(`bench/boot-soft: boot to userspace, ${rounds} round(s), ${MEM >> 20} MiB, 1 CPU`);
-const results: Record<string, number[]> = { vessel: [], qemu: [], v86: [] };
+const results: Record<string, number[]> = { vessel: [], qemu: [], v86: [], v86i: [] };
 for (let i = 0; i < rounds; i++) {
-  const tv = await vessel();
-  results.vessel!.push(tv);
-  const tq = qemu();
+  const skipped = "not selected";
+  const tv = only.has("vessel") ? await vessel() : skipped;
+  if (typeof tv === "number") results.vessel!.push(tv);
+  const tq = only.has("qemu") ? qemu() : skipped;
   if (typeof tq === "number") results.qemu!.push(tq);
-  const t8 = await v86();
+  const t8 = only.has("v86") ? await v86(true) : skipped;
   if (typeof t8 === "number") results.v86!.push(t8);
+  const t8i = only.has("v86i") ? await v86(false) : skipped;
+  if (typeof t8i === "number") results.v86i!.push(t8i);
   const show = (t: number | string) => (typeof t === "number" ? `${(t / 1000).toFixed(2)} s` : t);
-  console.log(`  round ${i + 1}  Vessel soft ${show(tv)}   QEMU TCG ${show(tq)}   v86 ${show(t8)}`);
+  console.log(
+    `  round ${i + 1}  Vessel soft ${show(tv)}   QEMU TCG ${show(tq)}   v86 JIT ${show(t8)}   v86 interpreter ${show(t8i)}`,
+  );
 }
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-const mv = median(results.vessel!);
+const mv = results.vessel!.length > 0 ? median(results.vessel!) : Number.NaN;
 let summary = `median: Vessel soft ${(mv / 1000).toFixed(2)} s`;
 if (results.qemu!.length > 0) {
   const mq = median(results.qemu!);
@@ -161,7 +175,11 @@ if (results.qemu!.length > 0) {
 }
 if (results.v86!.length > 0) {
   const m8 = median(results.v86!);
-  summary += `, v86 ${(m8 / 1000).toFixed(2)} s (Vessel/v86 ${(mv / m8).toFixed(2)})`;
+  summary += `, v86 JIT ${(m8 / 1000).toFixed(2)} s (Vessel/v86 ${(mv / m8).toFixed(2)})`;
+}
+if (results.v86i!.length > 0) {
+  const m8 = median(results.v86i!);
+  summary += `, v86 interpreter ${(m8 / 1000).toFixed(2)} s (Vessel/v86i ${(mv / m8).toFixed(2)})`;
 }
 console.log(summary);
 process.exit(0);

@@ -7,8 +7,16 @@
  * its fastest) succeeds on a busy host, and idle waits cost no host time.
  *
  * The price: a CPU-bound guest sees time pass at the rate the interpreter retires instructions
- * relative to `nsPerInstruction`, not at wall-clock rate. `paceTo` lets a run loop keep it from
+ * relative to `nsPerInstruction`, not at wall-clock rate. `idle` lets a run loop keep it from
  * running ahead of the host's clock (interactive use: `sleep 1` then takes at least a second).
+ *
+ * Run-loop recipe (soft engine, PcPlatform):
+ *   const clock = new InstructionClock();   // devices and the platform are built on it
+ *   const cpu = new SoftCpu({ ..., clock }); clock.attach(cpu.cpu);
+ *   on stop.kind === "halted":
+ *     const waitMs = clock.idle(platform.nextDeadlineNs(), host.nowNs());
+ *     if (waitMs > 0) sleep or wait for console input (at most waitMs);
+ *     platform.advance(clock.nowNs());
  */
 import type { VirtualClock } from "../../devices/interrupt_source.js";
 
@@ -35,6 +43,24 @@ export class InstructionClock implements VirtualClock {
   nowNs(): number {
     if (this.counter === undefined) return this.baseNs;
     return this.baseNs + (this.counter.instructions - this.baseInstructions) * this.nsPerInstruction;
+  }
+
+  /**
+   * A halted CPU waits for `deadlineNs`: time jumps there at once while virtual time is behind the
+   * host's clock (`hostNowNs`, e.g. a HostClock), else it jumps to the host's time and the caller
+   * should wait the returned number of host milliseconds (then call again).
+   */
+  idle(deadlineNs: number, hostNowNs: number): number {
+    if (!Number.isFinite(deadlineNs)) {
+      this.skipTo(hostNowNs);
+      return 10;
+    }
+    if (deadlineNs <= hostNowNs) {
+      this.skipTo(deadlineNs);
+      return 0;
+    }
+    this.skipTo(hostNowNs);
+    return (deadlineNs - this.nowNs()) / 1e6;
   }
 
   /** Moves time forward to `ns` (a halted CPU skipping to the next timer deadline); never back. */
