@@ -124,7 +124,8 @@ try {
     `  ratio vessel/podman: ${(vb / pb).toFixed(2)} uncached, ${(vbCached / pbCached).toFixed(2)} cached`,
   );
 } finally {
-  spawnSync("podman", [...PODMAN, "rmi", "-f", TAG, "localhost/bench-web"], { encoding: "utf8" });
+  for (const image of [TAG, "localhost/bench-web"])
+    spawnSync("podman", [...PODMAN, "rmi", "-f", image], { encoding: "utf8" });
   spawnSync("umount", ["-R", root]);
   rmSync(root, { recursive: true, force: true });
 }
