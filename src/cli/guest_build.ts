@@ -7,15 +7,31 @@ import {
   guestPaths,
   parseGuestArch,
 } from "../guest/default_guest.js";
+import {
+  buildDebianRootfs,
+  cachedRootfs,
+  DEFAULT_ROOTFS_SIZE,
+  parseImageSize,
+} from "../guest/rootfs_image.js";
 
-const HELP = `usage: vessel guest build [--arch amd64|i386] [--force]
+const HELP = `usage: vessel guest build [--arch amd64|i386] [--force] [--rootfs debian [--size SIZE]]
 
 Builds the default guest: Debian's kernel package and busybox-static, downloaded with apt-get on
 a private apt state (the host's apt configuration is not touched), and an initramfs written by
 Vessel. Cached under \${XDG_CACHE_HOME:-~/.cache}/vessel/guest/<arch>/.
 
+With --rootfs debian, also a Debian root filesystem as a raw ext4 disk image (debootstrap
+--variant=minbase, then mke2fs -d; needs root, debootstrap and e2fsprogs), cached under
+\${XDG_CACHE_HOME:-~/.cache}/vessel/rootfs/debian-<arch>/. Its /sbin/init is Vessel's small init
+(no systemd): a root shell on the console, or the command given to vessel vm run. Boot it with
+the default guest and root=/dev/vda on the kernel command line. The VM writes to this image:
+copy it (cp --sparse=always) to keep the cached one pristine.
+
   --arch amd64|i386   guest architecture (default amd64; i386 is the 686 kernel for --engine soft)
-  --force             rebuild even if the cache holds a guest
+  --force             rebuild even if the cache holds a guest (with --rootfs: debootstrap again)
+  --rootfs debian     build the Debian root filesystem image too
+  --size SIZE         the image's size, e.g. 1G, 512M (default 1G; the file is sparse)
+  Environment: VESSEL_DEBIAN_MIRROR, VESSEL_DEBIAN_SUITE (default: the host's Debian mirror)
 `;
 
 export async function run(args: string[]): Promise<number> {
@@ -37,6 +53,19 @@ export async function run(args: string[]): Promise<number> {
   } catch (err) {
     throw new UsageError("USAGE", (err as Error).message);
   }
+  const rootfs = parsed.values.rootfs;
+  if (rootfs !== undefined && rootfs !== "debian")
+    throw new UsageError("USAGE", `--rootfs "${rootfs}": the only root filesystem is "debian"\n${HELP}`);
+  if (parsed.values.size !== undefined && rootfs === undefined)
+    throw new UsageError("USAGE", `--size is the --rootfs image's size: give --rootfs debian\n${HELP}`);
+  let sizeBytes = DEFAULT_ROOTFS_SIZE;
+  if (parsed.values.size !== undefined) {
+    try {
+      sizeBytes = parseImageSize(parsed.values.size);
+    } catch (err) {
+      throw new UsageError("USAGE", (err as Error).message);
+    }
+  }
   const progress = (m: string): void => {
     process.stderr.write(`${m}\n`);
   };
@@ -47,7 +76,22 @@ export async function run(args: string[]): Promise<number> {
     buildDefaultGuest(arch, { progress, force: true });
   }
   const g = cachedGuest(arch)!;
-  process.stdout.write(`kernel  ${g.kernel}\ninitrd  ${g.initrd}\ncmdline ${g.cmdline}\n`);
+  if (rootfs === undefined) {
+    process.stdout.write(`kernel  ${g.kernel}\ninitrd  ${g.initrd}\ncmdline ${g.cmdline}\n`);
+    return 0;
+  }
+  const had = cachedRootfs(arch, undefined, sizeBytes);
+  if (had !== undefined && parsed.values.force !== true) {
+    progress(`the Debian ${arch} root filesystem is already built: ${had.image} (--force rebuilds it)`);
+  }
+  const image = await buildDebianRootfs(arch, {
+    progress,
+    sizeBytes,
+    ...(parsed.values.force === true ? { force: true } : {}),
+  });
+  process.stdout.write(
+    `kernel  ${g.kernel}\ninitrd  ${g.initrd}\ndisk    ${image.image}\ncmdline ${g.cmdline} ${image.cmdline}\n`,
+  );
   return 0;
 }
 
@@ -57,6 +101,8 @@ function parse(args: string[]) {
     options: {
       arch: { type: "string" },
       force: { type: "boolean" },
+      rootfs: { type: "string" },
+      size: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,

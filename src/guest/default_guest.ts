@@ -52,7 +52,7 @@ export interface DefaultGuest {
  * Version of what the builder puts in the initramfs (init script, layout, modules). A cached guest
  * of another version is rebuilt, so a change here reaches users without `--force`.
  */
-export const GUEST_FORMAT = 3;
+export const GUEST_FORMAT = 4;
 
 export interface GuestManifest {
   format: number;
@@ -99,11 +99,20 @@ export const DEFAULT_CMDLINE: Record<GuestArch, string> = {
   i386: "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd cryptomgr.notests no_timer_check nokaslr",
 };
 
-/** Modules the initramfs loads (virtio transport and devices, vsock); their dependencies are added. */
+/**
+ * Modules the initramfs loads; their dependencies (modinfo depends=) are added:
+ * - the virtio transports and devices, and vsock. virtio_pci too: QEMU's `-M pc` reference
+ *   machine has virtio on PCI (Vessel's own machines use virtio-mmio and boot with pci=off, where
+ *   it loads and finds nothing).
+ * - ext4, for a root filesystem on a virtio disk (root=/dev/vda; see init_script.ts). Its
+ *   depends= brings jbd2, mbcache and crc16. crc32c_generic is not a modinfo dependency: ext4 and
+ *   jbd2 ask the crypto API for "crc32c" (metadata_csum) at mount time, so it is listed by name.
+ */
 export const GUEST_MODULES = [
   "virtio",
   "virtio_ring",
   "virtio_mmio",
+  "virtio_pci",
   "virtio_blk",
   "virtio_net",
   "virtio_console",
@@ -111,6 +120,8 @@ export const GUEST_MODULES = [
   "vsock",
   "vmw_vsock_virtio_transport_common",
   "vmw_vsock_virtio_transport",
+  "crc32c_generic",
+  "ext4",
 ];
 
 export function cacheRoot(): string {
@@ -204,6 +215,11 @@ const MODULE_PATTERNS = [
   "./lib/modules/*/kernel/drivers/char/virtio_console.ko*",
   "./lib/modules/*/kernel/drivers/char/hw_random/*",
   "./lib/modules/*/kernel/net/vmw_vsock/*",
+  "./lib/modules/*/kernel/fs/ext4/*",
+  "./lib/modules/*/kernel/fs/jbd2/*",
+  "./lib/modules/*/kernel/fs/mbcache.ko*",
+  "./lib/modules/*/kernel/lib/crc16.ko*",
+  "./lib/modules/*/kernel/crypto/crc32c*",
 ];
 
 /** Reads a module file, decompressing .ko.xz / .ko.zst / .ko.gz with the host's tools. */

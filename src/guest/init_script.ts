@@ -13,6 +13,19 @@ import { DEBUG_EXIT_PORT } from "../memory/layout.js";
 export const CMD_PARAM = "vessel.cmd";
 export const USERSPACE_MARKER_TEXT = "vessel: userspace started";
 
+/**
+ * The root filesystem: `root=` (or `vessel.root=`, for a command line where the kernel must not
+ * see root=) names a block device (/dev/vda, LABEL=..., UUID=...). The initramfs waits for it at most
+ * `vessel.rootwait=` seconds (default DEFAULT_ROOT_WAIT_SECONDS), mounts it (`rootfstype=`,
+ * default ext4; `rootflags=`; `ro`/`rw`, default rw since nothing runs fsck then remounts) and
+ * switch_roots to `init=` (default /sbin/init). Without root= the initramfs is the whole guest.
+ */
+export const ROOT_PARAM = "vessel.root";
+export const ROOT_WAIT_PARAM = "vessel.rootwait";
+export const DEFAULT_ROOT_WAIT_SECONDS = 30;
+/** Vessel's init in a root filesystem (rootfs_image.ts); a root with it runs vessel.cmd itself. */
+export const ROOTFS_INIT = "/sbin/vessel-init";
+
 /** Quotes one argument for a POSIX shell. */
 export function shellQuote(arg: string): string {
   if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
@@ -75,10 +88,74 @@ drain() {
 outb ${marker} 0
 echo "${USERSPACE_MARKER_TEXT}"
 
-cmd=
+# The command line: the command, and the root filesystem to switch to (if any).
+cmd= root= rootfstype=ext4 rootflags= rootmode=rw rootinit=/sbin/init rootwait=${DEFAULT_ROOT_WAIT_SECONDS}
 for word in $(cat /proc/cmdline); do
-  case "$word" in ${CMD_PARAM}=*) cmd="\${word#${CMD_PARAM}=}" ;; esac
+  case "$word" in
+    ${CMD_PARAM}=*) cmd="\${word#${CMD_PARAM}=}" ;;
+    root=* | ${ROOT_PARAM}=*) root="\${word#*root=}" ;;
+    rootfstype=*) rootfstype="\${word#rootfstype=}" ;;
+    rootflags=*) rootflags=",\${word#rootflags=}" ;;
+    ro | rw) rootmode="$word" ;;
+    init=*) rootinit="\${word#init=}" ;;
+    ${ROOT_WAIT_PARAM}=*) rootwait="\${word#${ROOT_WAIT_PARAM}=}" ;;
+  esac
 done
+
+# Stops the VM with status $1 after the console has drained.
+report() {
+  sync
+  drain
+  outb ${status} "$1"
+}
+
+# Waits (at most $rootwait seconds) for the root device, then mounts it on /newroot.
+mount_root() {
+  n=0
+  while :; do
+    case "$root" in
+      LABEL=* | UUID=*) dev="$(findfs "$root" 2>/dev/null)" ;;
+      *) dev="$root" ;;
+    esac
+    [ -n "$dev" ] && [ -b "$dev" ] && break
+    if [ "$n" -ge "$rootwait" ]; then
+      echo "vessel: root device $root did not appear within $rootwait s (block devices: $(echo $(ls /sys/block))); is the disk attached (vessel vm run --disk IMAGE)?"
+      return 1
+    fi
+    n=$((n + 1))
+    sleep 1
+  done
+  mkdir -p /newroot
+  mount -t "$rootfstype" -o "$rootmode$rootflags" "$dev" /newroot || {
+    echo "vessel: cannot mount $dev ($rootfstype, $rootmode$rootflags) as the root filesystem"
+    return 1
+  }
+}
+
+if [ -n "$root" ]; then
+  if mount_root; then
+    if [ -n "$cmd" ] && [ ! -x "/newroot${ROOTFS_INIT}" ]; then
+      # A root without Vessel's init: run the command in it with chroot, report as below.
+      mount --bind /dev /newroot/dev && mount -t proc proc /newroot/proc && mount -t sysfs sysfs /newroot/sys
+      script="$(echo "$cmd" | base64 -d)"
+      setsid cttyhack chroot /newroot /bin/sh -c "$script"
+      report $?
+      poweroff -f
+    fi
+    # -L: an absolute link (/sbin/init -> /lib/systemd/systemd) dangles until the switch.
+    if [ -e "/newroot$rootinit" ] || [ -L "/newroot$rootinit" ]; then
+      echo "vessel: switching to the root filesystem on $dev ($rootfstype, $rootmode), init $rootinit"
+      for d in dev proc sys; do
+        mkdir -p "/newroot/$d" 2>/dev/null
+        mount --move "/$d" "/newroot/$d"
+      done
+      exec switch_root /newroot "$rootinit"
+    fi
+    echo "vessel: the root filesystem on $dev has no $rootinit (give init=PATH)"
+  fi
+  # No root: a command fails with status 1, else the initramfs shell below to look around.
+  [ -n "$cmd" ] && { report 1; poweroff -f; }
+fi
 
 if [ -n "$cmd" ]; then
   script="$(echo "$cmd" | base64 -d)"
