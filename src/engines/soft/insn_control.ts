@@ -233,9 +233,10 @@ export function popf(c: Cpu, i: Insn): void {
   const v = c.peek(i.size, 0);
   c.adjustSp(i.size);
   const mask = i.size === 4 ? 0x247fd5 : 0x7fd5;
-  const wasIf = c.flags & Flag.IF;
+  const was = c.flags & (Flag.IF | Flag.TF);
   setFlagsFromPop(c, v, mask);
-  if (wasIf === 0 && (c.flags & Flag.IF) !== 0) c.slice = 0;
+  // Newly set IF or TF: end the slice so the run loop takes interrupts / starts single-stepping.
+  if ((~was & c.flags & (Flag.IF | Flag.TF)) !== 0) c.slice = 0;
 }
 /** C8 ENTER imm16, imm8. */
 export function enter(c: Cpu, i: Insn): void {

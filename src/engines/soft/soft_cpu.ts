@@ -158,8 +158,16 @@ export class SoftCpu {
         }
         c.slice = Math.min(SLICE, budget - (c.instructions - start));
       }
+      // EFLAGS.TF: one instruction, then a single-step #DB trap (SDM vol. 3 ch. 17.3.1.4).
+      const singleStep = (c.flags & Flag.TF) !== 0;
+      if (singleStep) c.slice = 1;
       try {
         this.execute();
+        if (singleStep) {
+          c.dr[6] = c.dr[6]! | 0x4000; // DR6.BS
+          const stop = this.deliver(Vec.DB, true, -1);
+          if (stop !== undefined) return this.finish(start, stop);
+        }
       } catch (e) {
         if (e === CPU_FAULT) {
           c.eip = c.startEip;

@@ -368,3 +368,19 @@ test("soft cpu: a far call from ring 3 through a call gate switches to the ring-
   assert.equal(r[EBX], USER_STACK_TOP);
   assert.equal(r[ESP], 0x9000 - 16);
 });
+
+test("soft cpu: EFLAGS.TF raises a single-step #DB after the next instruction", (t) => {
+  const r = runAsm(
+    t,
+    `pushfd
+     or dword [esp], 0x100
+     popfd               ; TF=1: the trap comes after the next instruction
+     mov eax, 42
+     mov ebx, 43
+     hlt`,
+  );
+  if (r === undefined) return;
+  assert.equal(r.m.vector(), 1);
+  assert.equal(r.regs[EAX], 42);
+  assert.notEqual(r.regs[EBX], 43);
+});
