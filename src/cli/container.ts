@@ -45,6 +45,7 @@ const USAGE = `usage: vessel container <command>
   logs [-f] [--tail N] [-t] C
   exec [-i] [-t] [-e K=V] [-u U] [-w DIR] C CMD...
   stop [-t SECONDS] C...    SIGTERM (the image's stop signal), SIGKILL after the timeout
+  start C... / restart C... start a stopped container again (detached), keeping its files
   kill [-s SIGNAL] C...
   rm [-f] C...
   inspect C...
@@ -68,6 +69,18 @@ export async function run(args: string[]): Promise<number> {
       return execVerb(m, rest);
     case "stop":
       return stop(m, rest);
+    case "start":
+    case "restart": {
+      const p = parseDockerArgs(rest, { time: { short: "t", value: true } }, false);
+      if (p.positionals.length === 0)
+        throw new UsageError("NO_CONTAINER", `${verb} needs at least one container`);
+      for (const ref of p.positionals) {
+        if (verb === "restart") await m.stop(ref, Number(str(p, "time") ?? 10));
+        await m.start(ref);
+        process.stdout.write(`${ref}\n`);
+      }
+      return 0;
+    }
     case "kill":
       return kill(m, rest);
     case "rm":

@@ -266,6 +266,25 @@ export class Manager {
     }
   }
 
+  /** Starts a stopped container again, detached, with its writable layer as it was (docker start). */
+  async start(ref: string): Promise<string> {
+    const { config } = this.view(ref);
+    let state = this.containers.state(config.id);
+    if (state.status !== "running" && pidAlive(state.monitorPid)) {
+      await this.waitDone(config.id, 5000); // the last run's monitor is still tearing down
+      state = this.containers.state(config.id);
+    }
+    if (state.status === "running" || pidAlive(state.monitorPid)) return config.id;
+    this.containers.updateState(config.id, {
+      status: "created",
+      stopRequested: undefined,
+      error: undefined,
+      exitCode: undefined,
+    });
+    await this.startDetached(config.id);
+    return config.id;
+  }
+
   list(all: boolean): ContainerView[] {
     const out: ContainerView[] = [];
     for (const id of this.containers.ids()) {

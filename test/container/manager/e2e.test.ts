@@ -372,6 +372,21 @@ test("--restart on-failure:2 restarts twice, then the container stays exited", a
   await ok(["container", "rm", id]);
 });
 
+test("start runs a stopped container again with the files it wrote", async (t) => {
+  if (!need(t)) return;
+  const id = (
+    await ok(["container", "run", "-d", "busybox", "sh", "-c", "echo run >> /count; wc -l < /count"])
+  ).trim();
+  await ok(["container", "start", id]);
+  const m = new Manager(root);
+  await retry(async () => {
+    const s = m.view(id).state;
+    if (s.status !== "exited") throw new Error(s.status);
+    if ((await ok(["container", "logs", id])) !== "1\n2\n") throw new Error("second run not logged yet");
+  }, 100);
+  await ok(["container", "rm", id]);
+});
+
 test("image save loads into podman, and podman save loads back", async (t) => {
   if (!need(t)) return;
   if (spawnSync("sh", ["-c", "command -v podman"]).status !== 0) return t.skip("podman is not installed");
