@@ -429,24 +429,37 @@ export class Cpu {
       );
       return linear;
     }
-    const pdeAddr = ((this.cr3 & ~0xfff) + ((linear >>> 22) << 2)) >>> 0;
-    const pde = this.physRead32(pdeAddr);
     const errUser = user ? 4 : 0;
     const errWrite = write ? 2 : 0;
+    const pae = (this.cr4 & Cr4.PAE) !== 0;
+    // PAE (SDM vol. 3 ch. 4.4): a 4-entry PDPT at CR3, 8-byte entries, 2 MiB large pages. Only the
+    // low 32 bits of an entry are used: guest RAM is below 4 GiB and NX is not offered.
+    let pdeAddr: number;
+    if (pae) {
+      const pdpteAddr = ((this.cr3 & ~0x1f) + ((linear >>> 30) << 3)) >>> 0;
+      const pdpte = this.physRead32(pdpteAddr);
+      if ((pdpte & Pte.P) === 0) this.pageFault(linear, errUser | errWrite);
+      pdeAddr = ((pdpte & ~0xfff) + (((linear >>> 21) & 0x1ff) << 3)) >>> 0;
+    } else pdeAddr = ((this.cr3 & ~0xfff) + ((linear >>> 22) << 2)) >>> 0;
+    const pde = this.physRead32(pdeAddr);
     if ((pde & Pte.P) === 0) this.pageFault(linear, errUser | errWrite);
     let pte: number;
     let pteAddr: number;
     let frame: number;
     let effUser: boolean;
     let effWrite: boolean;
-    if ((pde & Pte.PS) !== 0 && (this.cr4 & Cr4.PSE) !== 0) {
+    if ((pde & Pte.PS) !== 0 && (pae || (this.cr4 & Cr4.PSE) !== 0)) {
       pte = pde;
       pteAddr = pdeAddr;
-      frame = ((pde & 0xffc00000) | (linear & 0x3ff000)) >>> 0;
+      frame = pae
+        ? ((pde & 0xffe00000) | (linear & 0x1ff000)) >>> 0
+        : ((pde & 0xffc00000) | (linear & 0x3ff000)) >>> 0;
       effUser = (pde & Pte.US) !== 0;
       effWrite = (pde & Pte.RW) !== 0;
     } else {
-      pteAddr = ((pde & ~0xfff) + (((linear >>> 12) & 0x3ff) << 2)) >>> 0;
+      pteAddr = pae
+        ? ((pde & ~0xfff) + (((linear >>> 12) & 0x1ff) << 3)) >>> 0
+        : ((pde & ~0xfff) + (((linear >>> 12) & 0x3ff) << 2)) >>> 0;
       pte = this.physRead32(pteAddr);
       if ((pte & Pte.P) === 0) this.pageFault(linear, errUser | errWrite);
       frame = (pte & ~0xfff) >>> 0;

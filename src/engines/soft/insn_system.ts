@@ -236,7 +236,8 @@ export function mov_cr_r(c: Cpu, i: Insn): void {
       c.flushTlb(false);
       return;
     case 4: {
-      const supported = Cr4.PSE | Cr4.PGE | Cr4.TSD | Cr4.DE | Cr4.PCE | Cr4.OSFXSR | Cr4.OSXMMEXCPT;
+      const supported =
+        Cr4.PSE | Cr4.PAE | Cr4.PGE | Cr4.TSD | Cr4.DE | Cr4.PCE | Cr4.OSFXSR | Cr4.OSXMMEXCPT;
       if ((v & ~supported) !== 0) c.gp(0);
       const changed = c.cr4 ^ v;
       c.cr4 = v;
@@ -377,7 +378,7 @@ const VENDOR = [0x756e6547, 0x49656e69, 0x6c65746e];
 
 /**
  * 0F A2 CPUID: advertises only what this CPU implements (SDM vol. 2 "CPUID" table 3-11):
- * FPU, PSE, TSC, MSR, CX8, APIC (when present), SEP, PGE, CMOV, FXSR (when the FPU has it).
+ * FPU, PSE, TSC, MSR, PAE (no NX), CX8, APIC (when present), SEP, PGE, CMOV, FXSR.
  */
 export function cpuid(c: Cpu): void {
   const leaf = c.regs[Reg.EAX]! >>> 0;
@@ -395,6 +396,7 @@ export function cpuid(c: Cpu): void {
     b = 0; // APIC id 0, one logical processor, no CLFLUSH line size
     const FPU = 1 << 0;
     const PSE = 1 << 3;
+    const PAE = 1 << 6;
     const TSC = 1 << 4;
     const MSR = 1 << 5;
     const CX8 = 1 << 8;
@@ -403,7 +405,7 @@ export function cpuid(c: Cpu): void {
     const PGE = 1 << 13;
     const CMOV = 1 << 15;
     const FXSR = 1 << 24;
-    d = FPU | PSE | TSC | MSR | CX8 | SEP | PGE | CMOV;
+    d = FPU | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV;
     if (c.cpuidApic) d |= APIC;
     if (c.cpuidFxsr) d |= FXSR;
   } else if (leaf === 0x80000000) {
