@@ -335,9 +335,12 @@ export function configureTree(tree: string, hostname = ROOTFS_HOSTNAME): void {
     rmSync(join(tree, f), { force: true });
 }
 
-/** Finds a host tool in PATH or the sbin directories (a non-root PATH often lacks them). */
-function findTool(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/local/sbin", "/usr/sbin", "/sbin"];
+/** The directories searched for host tools: PATH and the sbin directories (a non-root PATH often lacks them). */
+function toolDirs(): string[] {
+  return [...(process.env.PATH ?? "").split(":"), "/usr/local/sbin", "/usr/sbin", "/sbin"];
+}
+
+function findTool(name: string, dirs: readonly string[]): string | undefined {
   for (const d of dirs) {
     if (d !== "" && existsSync(join(d, name))) return join(d, name);
   }
@@ -350,8 +353,9 @@ const TOOL_PACKAGES: Record<string, string> = {
   chroot: "coreutils",
 };
 
-function requireTool(name: string): string {
-  const path = findTool(name);
+/** The path of a host tool, or a GUEST_TOOL_MISSING error naming the Debian package to install. */
+export function requireTool(name: string, dirs: readonly string[] = toolDirs()): string {
+  const path = findTool(name, dirs);
   if (path === undefined) {
     throw new GuestError(
       "GUEST_TOOL_MISSING",

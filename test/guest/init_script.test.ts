@@ -51,3 +51,66 @@ test("the init's outb writes one byte with the value at the port offset", () => 
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(r.stdout.trim().split(/\s+/).map(Number), [0, 200, 7]);
 });
+
+/** Runs the init's command-line loop over `cmdline` (standing in for /proc/cmdline) and prints the variables. */
+function parseWithInit(cmdline: string): Record<string, string> {
+  const text = initScript("x");
+  const loop = /cmd= root=[^\n]*\nfor word in[\s\S]*?\ndone\n/.exec(text)![0];
+  const r = spawnSync(
+    "sh",
+    [
+      "-c",
+      `F=$(mktemp); printf '%s\\n' "$1" > "$F"; ${loop.replace("/proc/cmdline", '"$F"')}
+rm -f "$F"; printf '%s\\n' "cmd=$cmd" "root=$root" "rootfstype=$rootfstype" "rootflags=$rootflags" "rootmode=$rootmode" "rootinit=$rootinit" "rootwait=$rootwait"`,
+      "sh",
+      cmdline,
+    ],
+    { encoding: "utf8" },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return Object.fromEntries(
+    r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+}
+
+test("without root= the init stays in the initramfs: defaults are ext4, rw, /sbin/init, 30 s", () => {
+  assert.deepEqual(parseWithInit("console=ttyS0 panic=-1 vessel.cmd=ZWNobw=="), {
+    cmd: "ZWNobw==",
+    root: "",
+    rootfstype: "ext4",
+    rootflags: "",
+    rootmode: "rw",
+    rootinit: "/sbin/init",
+    rootwait: "30",
+  });
+});
+
+test("root=, vessel.root=, rootfstype=, rootflags=, ro, init= and vessel.rootwait= are read from the command line", () => {
+  const a = parseWithInit(
+    "console=ttyS0 root=/dev/vda ro rootfstype=ext2 rootflags=noatime init=/bin/bash vessel.rootwait=5",
+  );
+  assert.equal(a.root, "/dev/vda");
+  assert.equal(a.rootmode, "ro");
+  assert.equal(a.rootfstype, "ext2");
+  assert.equal(a.rootflags, ",noatime");
+  assert.equal(a.rootinit, "/bin/bash");
+  assert.equal(a.rootwait, "5");
+  assert.equal(parseWithInit("vessel.root=LABEL=vessel-root").root, "LABEL=vessel-root");
+  assert.equal(parseWithInit("root=UUID=0a1b-2c rw").root, "UUID=0a1b-2c");
+});
+
+test("with a root the init mounts it, moves /dev /proc /sys and switch_roots; a root without vessel-init runs the command in a chroot", () => {
+  const text = initScript("6.1.0-50-686");
+  assert.match(text, /mount -t "\$rootfstype" -o "\$rootmode\$rootflags" "\$dev" \/newroot/);
+  assert.match(text, /mount --move "\/\$d" "\/newroot\/\$d"/);
+  assert.match(text, /exec switch_root \/newroot "\$rootinit"/);
+  assert.match(text, /\[ ! -x "\/newroot\/sbin\/vessel-init" \]/);
+  assert.match(text, /setsid cttyhack chroot \/newroot \/bin\/sh -c "\$script"/);
+  // the wait for the device is bounded
+  assert.match(text, /if \[ "\$n" -ge "\$rootwait" \]; then/);
+  // the marker is written before any of it, as without a root
+  assert.ok(text.indexOf("outb 244 0") < text.indexOf("mount_root() {"));
+});

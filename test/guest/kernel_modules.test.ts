@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { moduleName, parseBuiltin, readModinfo, resolveModules } from "../../src/guest/kernel_modules.js";
-import { cachedGuest } from "../../src/guest/default_guest.js";
+import { cachedGuest, GUEST_MODULES, guestPaths, type GuestManifest } from "../../src/guest/default_guest.js";
 
 test("modules are ordered dependencies first, built-ins skipped, unknown ones reported", () => {
   const files = new Map([
@@ -56,4 +56,28 @@ test("readModinfo reads depends= and name= from a real Debian module", (t) => {
   assert.deepEqual(info.get("depends")?.[0]?.split(",").sort(), ["virtio", "virtio_ring"]);
   assert.ok(info.get("alias")?.includes("acpi*:LNRO0005:*"));
   assert.ok(existsSync(guest.kernel));
+});
+
+test("the initramfs module list has ext4 (and crc32c, asked for by name at mount) and virtio_pci for a root disk", () => {
+  for (const m of ["virtio_mmio", "virtio_pci", "virtio_blk", "crc32c_generic", "ext4"])
+    assert.ok(GUEST_MODULES.includes(m), m);
+  // crc32c is loaded before ext4 mounts anything (the list is loaded in order)
+  assert.ok(GUEST_MODULES.indexOf("crc32c_generic") < GUEST_MODULES.indexOf("ext4"));
+});
+
+test("a built guest carries ext4 with its dependencies jbd2, mbcache and crc16 loaded before it", (t) => {
+  const arch =
+    cachedGuest("i386") !== undefined ? "i386" : cachedGuest("amd64") !== undefined ? "amd64" : undefined;
+  if (arch === undefined) {
+    t.skip("no default guest cached: run `node bin/vessel.js guest build --arch i386`");
+    return;
+  }
+  const m = JSON.parse(readFileSync(guestPaths(arch).manifest, "utf8")) as GuestManifest;
+  const at = (n: string): number => m.modules.indexOf(n);
+  for (const dep of ["jbd2", "mbcache", "crc16"]) {
+    assert.ok(at(dep) >= 0, `${dep} missing from ${m.modules.join(" ")}`);
+    assert.ok(at(dep) < at("ext4"), `${dep} after ext4`);
+  }
+  assert.ok(at("crc32c_generic") >= 0, m.modules.join(" "));
+  assert.ok(at("virtio_pci") > at("virtio_pci_modern_dev"));
 });
