@@ -8,6 +8,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -76,7 +77,7 @@ function loadCache(store: ImageStore): Record<string, CacheEntry> {
 function saveCache(store: ImageStore, cache: Record<string, CacheEntry>): void {
   const t = store.tempPath("cache");
   writeFileSync(t, JSON.stringify(cache));
-  spawnSync("mv", ["-f", t, cachePath(store)]);
+  renameSync(t, cachePath(store));
 }
 
 /** Hash of files named by COPY/ADD sources: relative paths, modes, link targets and contents. */
