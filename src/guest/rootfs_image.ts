@@ -616,3 +616,21 @@ export async function buildDebianRootfs(
   );
   return { arch, image: paths.image, sizeBytes, suite: source.suite, cmdline: ROOT_CMDLINE };
 }
+
+/**
+ * The Debian root filesystem image for `arch`, built first if the cache does not hold it (the CLI,
+ * the REST API and `vessel vm run` call this). Boot it with the default guest's kernel and
+ * initramfs and `cmdline` (ROOT_CMDLINE) added to the kernel command line.
+ */
+export async function ensureDebianRootfs(
+  arch: GuestArch,
+  progress?: Progress,
+  options: Omit<RootfsBuildOptions, "progress" | "force"> = {},
+): Promise<RootfsImage> {
+  const cached = cachedRootfs(arch, options.root, options.sizeBytes);
+  if (cached !== undefined) return cached;
+  progress?.(
+    `vessel: building the Debian ${arch} root filesystem image (first run only; debootstrap takes a few minutes)`,
+  );
+  return buildDebianRootfs(arch, progress === undefined ? options : { ...options, progress });
+}
