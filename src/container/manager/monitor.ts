@@ -262,6 +262,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         pidFile,
         logFile: runtimeLog,
         stdio: pipe ? "pipe" : "inherit",
+        stdin: opts.attached && cfg.interactive,
       });
       handle.stdout?.on("data", (b: Buffer) => {
         log.write("stdout", b);

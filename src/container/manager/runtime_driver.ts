@@ -38,16 +38,21 @@ export interface RunHandle {
   stderr: Readable | null;
 }
 
+export interface RunOptions {
+  pidFile: string;
+  logFile: string;
+  /** "pipe": stdout and stderr as streams; "inherit": this process's fds 1 and 2. */
+  stdio: "inherit" | "pipe";
+  /** Give the container this process's stdin (-i); otherwise it reads nothing. */
+  stdin?: boolean;
+}
+
 export interface RuntimeDriver {
   readonly name: string;
   /** Whether run() with `pipe` gives the container's output as streams. */
   readonly canPipe: boolean;
   /** `logFile` receives the runtime's own messages (JSON lines), apart from the container's output. */
-  run(
-    id: string,
-    bundle: string,
-    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
-  ): RunHandle;
+  run(id: string, bundle: string, opts: RunOptions): RunHandle;
   /** Runs a process in a running container with this process's stdio; resolves with its status. */
   exec(id: string, req: ExecRequest): Promise<number>;
   kill(id: string, signal: string, all?: boolean): boolean;
@@ -82,11 +87,7 @@ export class OciCliDriver implements RuntimeDriver {
     return [...this.argv0.slice(1), "--root", this.root, ...rest];
   }
 
-  run(
-    id: string,
-    bundle: string,
-    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
-  ): RunHandle {
+  run(id: string, bundle: string, opts: RunOptions): RunHandle {
     const child = spawn(
       this.argv0[0]!,
       [
@@ -104,7 +105,7 @@ export class OciCliDriver implements RuntimeDriver {
         opts.pidFile,
         id,
       ],
-      { stdio: opts.stdio === "pipe" ? ["ignore", "pipe", "pipe"] : "inherit" },
+      { stdio: opts.stdio === "pipe" ? [opts.stdin ? "inherit" : "ignore", "pipe", "pipe"] : "inherit" },
     );
     return { exit: childExit(child), stdout: child.stdout, stderr: child.stderr };
   }
@@ -161,11 +162,7 @@ export class LibraryDriver implements RuntimeDriver {
     return new this.mod.Runtime({ root: this.root, log: new this.logMod.RuntimeLog(logFile, "json") });
   }
 
-  run(
-    id: string,
-    bundle: string,
-    opts: { pidFile: string; logFile: string; stdio: "inherit" | "pipe" },
-  ): RunHandle {
+  run(id: string, bundle: string, opts: RunOptions): RunHandle {
     if (opts.stdio === "pipe")
       throw new ManagerError("START_FAILED", "the library runtime cannot give the container pipes");
     const exit = this.runtime(opts.logFile)

@@ -47,13 +47,17 @@ interface Result {
   stderr: string;
 }
 
-function vessel(args: string[], timeoutMs = 60_000): Promise<Result> {
+function vessel(args: string[], timeoutMs = 60_000, input?: string): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env,
+      stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+    });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+    child.stdout!.on("data", (b: Buffer) => (stdout += b.toString()));
+    child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     child.on("close", (code) => {
       clearTimeout(timer);
@@ -330,6 +334,16 @@ test("logs, logs --tail and logs -f of a detached container", async (t) => {
     "an attached run's output is in the log too",
   );
   await ok(["container", "rm", "attached"]);
+});
+
+test("-i gives the container the caller's stdin", async (t) => {
+  if (!need(t)) return;
+  const r = await vessel(
+    ["container", "run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"],
+    30_000,
+    "shout\n",
+  );
+  assert.equal(r.stdout, "SHOUT\n", r.stderr);
 });
 
 test("exec runs in a running container and returns the command's exit code", async (t) => {
