@@ -1,30 +1,192 @@
 /*
  * vessel-runc launcher: the executable to give podman (`--runtime .../native/build/vessel-runc`).
- * podman runs the runtime with no PATH in its environment, so `#!/usr/bin/env node` is not
- * reliable; this launcher execs the node binary and the runtime's entry script by the absolute
- * paths recorded when it was built (NODE_BIN and ENTRY_SCRIPT, set by the Makefile).
+ *
+ * podman runs the runtime with no PATH, several times per container. This launcher finds node
+ * and the runtime by the absolute paths recorded when it was built, and avoids a Node start-up
+ * per call: it hands its working directory and arguments to the runtime server
+ * (src/container/server.ts, started here on first use) over /run/vessel-runc.sock and prints
+ * what the server answers ("stdout LEN", "stderr LEN", then "exit N"). When the server answers
+ * "exec-helper", the launcher becomes vessel-nsexec on the same connection, so the container's
+ * init is this process's child (podman's conmon, a subreaper, then inherits it, as with runc).
+ * Without a server (or with VESSEL_RUNC_DIRECT=1) it runs `node ENTRY_SCRIPT args...` directly;
+ * the server is started from calls that start no container (state, start, kill, delete, ...).
  */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-#ifndef NODE_BIN
-#error "NODE_BIN must be defined"
+#if !defined(NODE_BIN) || !defined(ENTRY_SCRIPT) || !defined(SERVER_SCRIPT) || !defined(NSEXEC_BIN)
+#error "NODE_BIN, ENTRY_SCRIPT, SERVER_SCRIPT and NSEXEC_BIN must be defined (see Makefile)"
 #endif
-#ifndef ENTRY_SCRIPT
-#error "ENTRY_SCRIPT must be defined"
-#endif
+#define SOCKET_PATH "/run/vessel-runc.sock"
+#define PROTOCOL "1"
 
-int main(int argc, char **argv) {
-  char **args = calloc(argc + 2, sizeof(char *));
-  if (!args) return 127;
+static char **g_argv;
+static int g_argc;
+
+static void run_direct(void) {
+  char **args = calloc(g_argc + 2, sizeof(char *));
+  if (!args) exit(127);
   int n = 0;
   args[n++] = (char *)NODE_BIN;
   args[n++] = (char *)ENTRY_SCRIPT;
-  for (int i = 1; i < argc; i++) args[n++] = argv[i];
+  for (int i = 1; i < g_argc; i++) args[n++] = g_argv[i];
   args[n] = NULL;
   execv(NODE_BIN, args);
-  fprintf(stderr, "vessel-runc: cannot run %s: ", NODE_BIN);
-  perror(NULL);
-  return 127;
+  fprintf(stderr, "vessel-runc: cannot run %s: %s\n", NODE_BIN, strerror(errno));
+  exit(127);
+}
+
+static int try_connect(void) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0); /* no CLOEXEC: it may become the helper's channel */
+  if (fd < 0) return -1;
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strcpy(a.sun_path, SOCKET_PATH);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+  close(fd);
+  return -1;
+}
+
+/* Starts the server detached (its own session, no inherited fds, stdio on /dev/null). */
+static void start_server(void) {
+  pid_t a = fork();
+  if (a < 0) return;
+  if (a == 0) {
+    if (fork() != 0) _exit(0);
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+    }
+    syscall(SYS_close_range, 3, ~0U, 0);
+    char *args[] = {(char *)NODE_BIN, (char *)SERVER_SCRIPT, NULL};
+    char *env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    execve(NODE_BIN, args, env);
+    _exit(127);
+  }
+  waitpid(a, NULL, 0);
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= w;
+  }
+  return 0;
+}
+
+static int read_line(int fd, char *buf, size_t size) {
+  size_t n = 0;
+  while (n < size - 1) {
+    ssize_t r = read(fd, buf + n, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0;
+    if (buf[n] == '\n') break;
+    n++;
+  }
+  buf[n] = 0;
+  return 1;
+}
+
+static void copy_bytes(int from, int to, size_t n) {
+  char buf[8192];
+  while (n > 0) {
+    ssize_t r = read(from, buf, n < sizeof buf ? n : sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return;
+    write_all(to, buf, r);
+    n -= r;
+  }
+}
+
+/* The runc command in argv (after the global flags), or "" */
+static const char *command_of(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-') return a;
+    if (strchr(a, '=')) continue;
+    const char *n = a + (a[1] == '-' ? 2 : 1);
+    if (!strcmp(n, "root") || !strcmp(n, "log") || !strcmp(n, "log-format") || !strcmp(n, "criu") ||
+        !strcmp(n, "rootless"))
+      i++;
+  }
+  return "";
+}
+
+int main(int argc, char **argv) {
+  g_argc = argc;
+  g_argv = argv;
+  const char *direct = getenv("VESSEL_RUNC_DIRECT");
+  if ((direct && *direct && strcmp(direct, "0")) || geteuid() != 0) run_direct();
+  int fd = try_connect();
+  /* The server is started only from calls that start no container: podman's conmon runs
+   * create and exec as a child subreaper, and would adopt a server started there. */
+  const char *cmd = command_of(argc, argv);
+  if (fd < 0 && (!strcmp(cmd, "create") || !strcmp(cmd, "run") || !strcmp(cmd, "exec"))) run_direct();
+  if (fd < 0) {
+    start_server();
+    for (int i = 0; i < 600 && fd < 0; i++) {
+      struct timespec ts = {0, 5 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+      fd = try_connect();
+    }
+    if (fd < 0) run_direct();
+  }
+  /* request: u32 total, u32 count, count x (u32 len, bytes): protocol, cwd, argv[1..] */
+  char cwd[4096];
+  if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "/");
+  int count = argc + 1;
+  const char **f = calloc(count, sizeof(char *));
+  f[0] = PROTOCOL;
+  f[1] = cwd;
+  for (int i = 1; i < argc; i++) f[i + 1] = argv[i];
+  size_t total = 4;
+  for (int i = 0; i < count; i++) total += 4 + strlen(f[i]);
+  char *req = malloc(total + 4), *p = req;
+  uint32_t v = total;
+  memcpy(p, &v, 4), p += 4;
+  v = count;
+  memcpy(p, &v, 4), p += 4;
+  for (int i = 0; i < count; i++) {
+    v = strlen(f[i]);
+    memcpy(p, &v, 4), p += 4;
+    memcpy(p, f[i], v), p += v;
+  }
+  if (write_all(fd, req, total + 4) < 0) run_direct();
+  char line[256];
+  int got_any = 0;
+  while (read_line(fd, line, sizeof line)) {
+    got_any = 1;
+    if (!strcmp(line, "exec-helper")) {
+      char fdarg[16];
+      snprintf(fdarg, sizeof fdarg, "%d", fd);
+      char *args[] = {"vessel-nsexec", fdarg, NULL};
+      execv(NSEXEC_BIN, args);
+      fprintf(stderr, "vessel-runc: cannot run %s: %s\n", NSEXEC_BIN, strerror(errno));
+      return 1;
+    }
+    if (!strncmp(line, "exit ", 5)) return atoi(line + 5);
+    if (!strncmp(line, "stdout ", 7)) copy_bytes(fd, 1, strtoul(line + 7, NULL, 10));
+    else if (!strncmp(line, "stderr ", 7)) copy_bytes(fd, 2, strtoul(line + 7, NULL, 10));
+  }
+  /* the server went away: before it answered anything, the call can be made directly */
+  if (!got_any) run_direct();
+  fprintf(stderr, "vessel-runc: the runtime server went away during the call\n");
+  return 1;
 }

@@ -295,6 +295,8 @@ static struct {
   const char *path;
 } pending_ns[16];
 static int n_pending_ns = 0;
+static int cgroup_fds[32];
+static int n_cgroup_fds = 0;
 
 static void fdpath(int fd, char *buf, size_t n) { snprintf(buf, n, "/proc/self/fd/%d", fd); }
 
@@ -656,6 +658,16 @@ static void run_op(struct op *o) {
     for (int c = 0; c <= 63; c++)
       if ((m & (1ULL << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
         die("raise ambient capability %d", c);
+  } else if (!strcmp(n, "cgroup")) {
+    /* cgroup PROCSFILE: opened now (before any setns), the child's pid written after the clone */
+    need(o, 2);
+    if (n_cgroup_fds >= 32) die("plan: too many cgroups");
+    int fd = open(o->argv[1], O_WRONLY | O_CLOEXEC);
+    if (fd < 0) die("open %s", o->argv[1]);
+    cgroup_fds[n_cgroup_fds++] = fd;
+  } else if (!strcmp(n, "unshare")) {
+    need(o, 2);
+    if (unshare((int)num(o->argv[1])) < 0) die("unshare 0x%llx", num(o->argv[1]));
   } else if (!strcmp(n, "keyring")) {
     /* a fresh session keyring, so containers do not share the host's (runc does the same) */
     need(o, 2);
@@ -849,6 +861,13 @@ int main(int argc, char **argv) {
   child_pid = pid;
   close(go[0]);
   close(sv[1]);
+  /* the child joins the container's cgroups before it runs; this process stays out of them */
+  for (int i = 0; i < n_cgroup_fds; i++) {
+    char pidstr[16];
+    int len = snprintf(pidstr, sizeof pidstr, "%d", pid);
+    if (write(cgroup_fds[i], pidstr, len) != len) die("move pid %d into its cgroup", pid);
+    close(cgroup_fds[i]);
+  }
   /* post-clone ops name the child's /proc entries through "{pid}" */
   for (uint32_t i = 0; i < post.n; i++) {
     struct op *o = &post.ops[i];

@@ -387,14 +387,18 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   if (input.fifo) pre.push(["mkfifo", input.fifo, String(0o622)]);
   if (input.consoleSocket && p.terminal) pre.push(["console", input.consoleSocket]);
   if (p.oomScoreAdj !== undefined) pre.push(["write", "/proc/self/oom_score_adj", String(p.oomScoreAdj)]);
-  // join the cgroups first, so that the cgroup namespace (if any) is rooted at the container's
-  for (const f of cgroupProcsFiles(input.cgroup)) pre.push(["write", f, "0"]);
   for (const t of JOIN_ORDER) {
     const ns = namespaces.find((n) => n.type === t);
     if (!ns) continue;
     if (ns.path) pre.push(["setns", ns.path, String(NS_FLAG[t])]);
     else cloneFlags |= NS_FLAG[t];
   }
+  // The helper puts the child (not itself: it must stay out of the container's cgroups, which
+  // are killed and removed as a whole) into the cgroups before letting it run; the child then
+  // makes its cgroup namespace, rooted at the container's cgroup (runc's nsexec does the same).
+  const newCgroupns = (cloneFlags & CLONE.NEWCGROUP) !== 0;
+  cloneFlags &= ~CLONE.NEWCGROUP;
+  for (const f of cgroupProcsFiles(input.cgroup)) pre.push(["cgroup", f]);
   pre.push(["dumpable", "0"]);
 
   if (cloneFlags & CLONE.NEWUSER) {
@@ -404,6 +408,7 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
     post.push(["write", "/proc/{pid}/gid_map", idMap(spec.linux?.gidMappings)]);
   }
 
+  if (newCgroupns) child.push(["unshare", String(CLONE.NEWCGROUP)]);
   const rootfs = input.rootfs;
   if (has("mount")) {
     const prop = spec.linux?.rootfsPropagation;
@@ -491,7 +496,8 @@ export function buildExecPlan(input: ExecPlanInput): Plan {
   const child: Op[] = [];
   if (input.consoleSocket && p.terminal) pre.push(["console", input.consoleSocket]);
   if (p.oomScoreAdj !== undefined) pre.push(["write", "/proc/self/oom_score_adj", String(p.oomScoreAdj)]);
-  for (const f of cgroupProcsFiles(input.cgroup)) pre.push(["write", f, "0"]);
+  // opened before the setns calls, written with the child's pid after the clone
+  for (const f of cgroupProcsFiles(input.cgroup)) pre.push(["cgroup", f]);
   const namespaces = input.spec.linux?.namespaces ?? [];
   for (const t of JOIN_ORDER) {
     if (!namespaces.some((n) => n.type === t)) continue;
