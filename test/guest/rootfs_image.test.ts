@@ -195,3 +195,32 @@ test("building the root filesystem as another user than root says that root is n
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test("an unreachable mirror is reported with its address before debootstrap starts", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip("the root check comes first: run as root to reach the mirror check");
+    return;
+  }
+  try {
+    requireTool("debootstrap");
+    requireTool("mke2fs");
+  } catch (err) {
+    t.skip((err as Error).message);
+    return;
+  }
+  const root = mkdtempSync(join(tmpdir(), "vessel-cache-"));
+  try {
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    await assert.rejects(
+      buildDebianRootfs("i386", { root, source: { uri: "http://127.0.0.1:9/debian", suite: "bookworm" } }),
+      (e: unknown) =>
+        e instanceof GuestError &&
+        e.code === "GUEST_MIRROR_UNREACHABLE" &&
+        e.message.includes("http://127.0.0.1:9/debian/dists/bookworm/Release") &&
+        /VESSEL_DEBIAN_MIRROR/.test(e.message),
+    );
+    assert.ok(!existsSync(join(rootfsPaths("i386", root).tree, "etc")));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
