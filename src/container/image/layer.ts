@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { posix } from "node:path";
 import * as tar from "tar";
 import { ImageError } from "./errors.js";
@@ -36,6 +36,11 @@ export function safeMemberPath(p: string): string | null {
  */
 export async function unpackLayer(tarPath: string, dest: string): Promise<UnpackResult> {
   mkdirSync(dest, { recursive: true });
+  // an empty layer (a RUN step that changed nothing) is just the two zero end blocks, which
+  // node-tar calls an unrecognised format
+  const st = statSync(tarPath);
+  if (st.size <= 10240 && readFileSync(tarPath).every((b) => b === 0))
+    return { entries: 0, whiteouts: [], opaque: [] };
   const symlinks = new Set<string>();
   const whiteouts: string[] = [];
   const opaque: string[] = [];

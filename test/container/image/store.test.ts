@@ -58,6 +58,19 @@ test("tar writer and layer unpack round-trip files, modes and symlinks", async (
   }
 });
 
+test("an empty layer (a step that changed nothing) unpacks to an empty directory", async () => {
+  const dir = tmp();
+  try {
+    mkdirSync(join(dir, "empty"));
+    writeTreeTar(join(dir, "empty"), join(dir, "empty.tar"));
+    const r = await unpackLayer(join(dir, "empty.tar"), join(dir, "out"));
+    assert.equal(r.entries, 0);
+    assert.ok(existsSync(join(dir, "out")));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("layer unpack refuses paths that climb out or go through the archive's own symlinks", async () => {
   const dir = tmp();
   try {

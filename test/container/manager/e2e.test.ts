@@ -184,6 +184,14 @@ test("a build file builds an image; an unchanged rebuild comes from the cache", 
 
 test("a failing build step names the step and shows its output", async (t) => {
   if (!need(t)) return;
+  const noop = mkdtempSync(join(root, "ctx-noop-"));
+  writeFileSync(join(noop, "Dockerfile"), 'FROM busybox\nRUN true\nCMD ["echo", "empty layer ok"]\n');
+  await ok(["image", "build", "-q", "-t", "noop:test", noop]);
+  assert.equal(
+    await ok(["container", "run", "--rm", "noop:test"]),
+    "empty layer ok\n",
+    "a step that changes nothing",
+  );
   const dir = mkdtempSync(join(root, "ctx-bad-"));
   writeFileSync(join(dir, "Dockerfile"), "FROM busybox\nRUN echo about to fail; echo oops >&2; exit 7\n");
   const r = await vessel(["image", "build", "-t", "bad:test", dir]);
