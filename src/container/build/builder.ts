@@ -131,7 +131,11 @@ function expandSource(context: string, source: string): string[] {
   return [abs];
 }
 
-async function baseImage(
+/**
+ * An image by name, making the base images Vessel can build itself (busybox, debian[:suite]) on
+ * first use, as docker pulls a missing image. `scratch` is the empty image (undefined).
+ */
+export async function baseImage(
   store: ImageStore,
   ref: string,
   progress?: Progress,
@@ -139,6 +143,8 @@ async function baseImage(
   if (ref === "scratch") return undefined;
   const found = store.find(ref);
   if (found) return found;
+  if (/^(busybox|debian)(:|$)/.test(ref))
+    progress?.(`image "${ref}" is not here yet: building it from Debian's packages`);
   // the base images Vessel can make itself, made on first use
   if (/^busybox(:latest)?$/.test(ref)) return buildBusyboxImage(store, "busybox:latest", progress);
   const deb = /^debian(?::(bookworm|bullseye|trixie|12|11|13|stable|latest))?$/.exec(ref);
