@@ -28,7 +28,8 @@ the default guest and root=/dev/vda on the kernel command line. The VM writes to
 copy it (cp --sparse=always) to keep the cached one pristine.
 
   --arch amd64|i386   guest architecture (default amd64; i386 is the 686 kernel for --engine soft)
-  --force             rebuild even if the cache holds a guest (with --rootfs: debootstrap again)
+  --force             rebuild even if the cache holds a guest (with --rootfs: only the root
+                      filesystem, debootstrap included)
   --rootfs debian     build the Debian root filesystem image too
   --size SIZE         the image's size, e.g. 1G, 512M (default 1G; the file is sparse)
   Environment: VESSEL_DEBIAN_MIRROR, VESSEL_DEBIAN_SUITE (default: the host's Debian mirror)
@@ -69,8 +70,10 @@ export async function run(args: string[]): Promise<number> {
   const progress = (m: string): void => {
     process.stderr.write(`${m}\n`);
   };
+  // With --rootfs, --force rebuilds the root filesystem; the default guest is built if missing.
+  const forceGuest = parsed.values.force === true && rootfs === undefined;
   const cached = cachedGuest(arch);
-  if (cached !== undefined && parsed.values.force !== true) {
+  if (cached !== undefined && !forceGuest) {
     progress(`the ${arch} guest is already built in ${guestPaths(arch).dir} (--force rebuilds it)`);
   } else {
     buildDefaultGuest(arch, { progress, force: true });

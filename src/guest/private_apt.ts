@@ -102,6 +102,21 @@ export function hostDebianSources(etc = "/etc/apt"): AptSource[] {
   return sources;
 }
 
+/**
+ * The start of the names apt gives the list files of a source (apt-pkg's URItoFileName: the URI
+ * without its scheme and user, the characters of QuoteString's set as %xx, '/' turned into '_'):
+ * "http://deb.debian.org/debian" -> "deb.debian.org_debian_". apt's update exits 0 when a mirror
+ * is unreachable (warnings only) and keeps older lists, so lists are told apart by this prefix.
+ */
+export function aptListPrefix(uri: string): string {
+  return `${uri
+    .replace(/^[a-z0-9+.-]+:\/\//i, "")
+    .replace(/^[^@/]*@/, "")
+    .replace(/\/+$/, "")
+    .replace(/[\\|{}[\]<>"^~_=!@#$%&*]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+    .replace(/\//g, "_")}_`;
+}
+
 export interface PackageInfo {
   name: string;
   version: string;
@@ -202,9 +217,11 @@ export class PrivateApt {
       .split("\n")
       .filter((l) => /^(E|W|Err):/.test(l))
       .map((l) => l.trim());
-    const lists = readdirSync(join(this.root, "state/lists")).filter((f) =>
-      /_Packages(\.[a-z0-9]+)?$/.test(f),
-    );
+    // apt keeps the lists of an earlier update when this one fails: count only our sources' lists
+    // (a mirror changed with VESSEL_DEBIAN_MIRROR must not be served from another's old lists).
+    const lists = readdirSync(join(this.root, "state/lists"))
+      .filter((f) => /_Packages(\.[a-z0-9]+)?$/.test(f))
+      .filter((f) => this.sources.some((s) => f.startsWith(aptListPrefix(s.uri))));
     if (lists.length === 0) {
       const uris = this.sources.map((s) => s.uri).join(", ");
       throw new GuestError(

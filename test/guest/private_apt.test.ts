@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { GuestError } from "../../src/guest/guest_error.js";
-import { PrivateApt, parseAptSources } from "../../src/guest/private_apt.js";
+import { aptListPrefix, PrivateApt, parseAptSources } from "../../src/guest/private_apt.js";
 
 test("Debian sources are read from deb822 and one-line files; other repositories are ignored", () => {
   const sources = parseAptSources([
@@ -111,6 +111,40 @@ test("an unreachable mirror is reported with its address", (t) => {
     );
     // and the host's apt state was not used: our lists directory exists, holding no Packages file
     assert.ok(existsSync(join(dir, "apt/state/lists")));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("apt's list files are matched to their source by the URI without scheme, '/' as '_'", () => {
+  assert.equal(aptListPrefix("http://deb.debian.org/debian"), "deb.debian.org_debian_");
+  assert.equal(aptListPrefix("http://127.0.0.1:9/debian/"), "127.0.0.1:9_debian_");
+  assert.equal(
+    aptListPrefix("https://user@mirror.example/debian-security"),
+    "mirror.example_debian-security_",
+  );
+});
+
+test("a mirror that fails after another one worked is reported, not served from the old mirror's lists", (t) => {
+  if (spawnSync("apt-get", ["--version"]).error) {
+    t.skip("apt-get not installed");
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "vessel-apt-"));
+  try {
+    // lists left by an earlier, successful update from another mirror
+    mkdirSync(join(dir, "apt/state/lists"), { recursive: true });
+    writeFileSync(
+      join(dir, "apt/state/lists/deb.debian.org_debian_dists_bookworm_main_binary-i386_Packages"),
+      "",
+    );
+    const apt = new PrivateApt(join(dir, "apt"), "i386", [
+      { uri: "http://127.0.0.1:9/debian", suite: "bookworm" },
+    ]);
+    assert.throws(
+      () => apt.update(),
+      (err: unknown) => err instanceof GuestError && err.code === "GUEST_MIRROR_UNREACHABLE",
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
