@@ -9,7 +9,9 @@
  * crun needs cgroups v1 without the almost empty v2 mount this host has beside them, so its
  * runs happen in a private mount namespace where /sys/fs/cgroup/unified is unmounted (this
  * program re-executes itself there with `unshare -m`). Prints median milliseconds and the
- * ratios of vessel-runc to runc and crun. Usage (as root, after `npm run build`):
+ * ratios of vessel-runc to runc and crun. "vessel-runc" is the launcher with its runtime server
+ * (how podman uses it); "vessel-direct" is the same launcher with VESSEL_RUNC_DIRECT=1, paying a
+ * Node start-up per call. Usage (as root, after `npm run build`):
  *
  *   node dist/bench/container-start/main.js [--iterations 20] [--no-podman]
  */
@@ -89,7 +91,14 @@ function alive(pid: number): boolean {
 }
 
 /** One runtime, one mode, `n` times; returns the wall time of each. */
-function measure(runtime: string, argv0: string[], bundle: string, mode: Mode, n: number): Result {
+function measure(
+  runtime: string,
+  argv0: string[],
+  bundle: string,
+  mode: Mode,
+  n: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Result {
   const root = mkdtempSync(join(tmpdir(), "vessel-bench-root-"));
   // The container's init inherits the runtime's stdio (as under conmon), so a pipe would stay open
   // until the container ends: stdout goes nowhere and stderr to a file.
@@ -99,6 +108,7 @@ function measure(runtime: string, argv0: string[], bundle: string, mode: Mode, n
     try {
       const r = spawnSync(argv0[0]!, [...argv0.slice(1), "--root", root, ...args], {
         stdio: ["ignore", "ignore", fd],
+        env,
       });
       return { status: r.status, stderr: readFileSync(errFile, "utf8") };
     } finally {
@@ -107,6 +117,7 @@ function measure(runtime: string, argv0: string[], bundle: string, mode: Mode, n
   };
   const ms: number[] = [];
   try {
+    rt(["list"]); // as podman's first calls do: for vessel-runc this starts the runtime server
     for (let i = -1; i < n; i++) {
       const id = `bench-${process.pid}-${i + 1}`;
       const t0 = performance.now();
@@ -203,6 +214,9 @@ function main(): void {
   try {
     for (const mode of ["run", "create+start+delete"] as Mode[]) {
       results.push(measure("vessel-runc", [VESSEL], bundle, mode, n));
+      results.push(
+        measure("vessel-direct", [VESSEL], bundle, mode, n, { ...process.env, VESSEL_RUNC_DIRECT: "1" }),
+      );
       if (existsSync("/usr/sbin/runc")) results.push(measure("runc", ["/usr/sbin/runc"], bundle, mode, n));
     }
     if (existsSync("/usr/bin/crun")) {
@@ -243,21 +257,21 @@ function main(): void {
   lines.push(
     `container start, busybox true, median of ${n} (podman: ${Math.min(n, 10)}) after one warm-up run`,
   );
-  lines.push(`${"mode".padEnd(22)}${"runtime".padEnd(13)}${"median ms".padStart(10)}  vs runc  vs crun`);
+  lines.push(`${"mode".padEnd(22)}${"runtime".padEnd(15)}${"median ms".padStart(10)}  vs runc  vs crun`);
   for (const mode of ["run", "create+start+delete", "podman run --rm"]) {
     const of = (rt: string) => results.find((r) => r.mode === mode && r.runtime === rt);
     const base = (rt: string) => median(of(rt)?.ms ?? []);
-    for (const rt of ["vessel-runc", "runc", "crun"]) {
+    for (const rt of ["vessel-runc", "vessel-direct", "runc", "crun"]) {
       const r = of(rt);
       if (!r) continue;
       if (r.error) {
-        lines.push(`${mode.padEnd(22)}${rt.padEnd(13)}  failed: ${r.error.slice(0, 100)}`);
+        lines.push(`${mode.padEnd(22)}${rt.padEnd(15)}  failed: ${r.error.slice(0, 100)}`);
         continue;
       }
       const m = median(r.ms);
       const ratio = (b: number) => (Number.isFinite(b) ? `${(m / b).toFixed(2)}x` : "-").padStart(7);
       lines.push(
-        `${mode.padEnd(22)}${rt.padEnd(13)}${m.toFixed(1).padStart(10)}${ratio(base("runc"))} ${ratio(base("crun"))}`,
+        `${mode.padEnd(22)}${rt.padEnd(15)}${m.toFixed(1).padStart(10)}${ratio(base("runc"))} ${ratio(base("crun"))}`,
       );
     }
   }

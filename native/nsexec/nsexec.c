@@ -861,6 +861,7 @@ int main(int argc, char **argv) {
   child_pid = pid;
   close(go[0]);
   close(sv[1]);
+  if (fifo_fd >= 0) close(fifo_fd); /* only the child may hold it: `start` finds no reader if it died */
   /* the child joins the container's cgroups before it runs; this process stays out of them */
   for (int i = 0; i < n_cgroup_fds; i++) {
     char pidstr[16];

@@ -384,7 +384,9 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   const child: Op[] = [];
   let cloneFlags = 0;
 
-  if (input.fifo) pre.push(["mkfifo", input.fifo, String(0o622)]);
+  // opened here, by the runtime's credentials, and inherited by the child (which, in a user
+  // namespace, could not open a file in the root-only state directory)
+  if (input.fifo) pre.push(["mkfifo", input.fifo, String(0o622)], ["fifoopen", input.fifo]);
   if (input.consoleSocket && p.terminal) pre.push(["console", input.consoleSocket]);
   if (p.oomScoreAdj !== undefined) pre.push(["write", "/proc/self/oom_score_adj", String(p.oomScoreAdj)]);
   for (const t of JOIN_ORDER) {
@@ -408,6 +410,9 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
     post.push(["write", "/proc/{pid}/gid_map", idMap(spec.linux?.gidMappings)]);
   }
 
+  // in a new user namespace the child starts as the overflow uid: become the namespace's root
+  // (mapped by now) so that files it creates can be owned by a mapped id
+  if (cloneFlags & CLONE.NEWUSER) child.push(["setgid", "0"], ["setuid", "0"], ["setgroups"]);
   if (newCgroupns) child.push(["unshare", String(CLONE.NEWCGROUP)]);
   const rootfs = input.rootfs;
   if (has("mount")) {
@@ -451,7 +456,6 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
     child.push(["symlink", "/proc/self/fd/2", "dev/stderr"]);
     if (mounts.some((m) => m.destination === "/dev/pts")) child.push(["symlink", "pts/ptmx", "dev/ptmx"]);
   }
-  if (input.fifo) child.push(["fifoopen", input.fifo]);
   if (input.syncCreateRuntime) child.push(["sync", "createRuntime"]);
   child.push(...hookOps(spec.hooks?.createContainer, input.hookState));
   if (has("mount")) child.push([input.noPivot ? "chroot" : "pivot", rootfs]);

@@ -1,5 +1,16 @@
-import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +49,7 @@ export interface Bundle {
  */
 export function makeBundle(edit: (s: Spec) => void = () => {}): Bundle {
   const dir = mkdtempSync(join(tmpdir(), "vessel-ct-"));
+  chmodSync(dir, 0o755); // reachable by a container root mapped to another host uid
   const bundle = join(dir, "bundle");
   const rootfs = join(bundle, "rootfs");
   for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc"])
@@ -70,18 +82,36 @@ export function rewriteSpec(b: Bundle, edit: (s: Spec) => void): void {
   writeFileSync(join(b.bundle, "config.json"), JSON.stringify(b.spec, null, 1));
 }
 
-/** Runs `vessel-runc --root <b.root> ...args` and captures its output. */
+/**
+ * Runs `vessel-runc --root <b.root> ...args` and captures its output. Output goes through files,
+ * not pipes: a container created by the call inherits its stdio (as under conmon) and would keep
+ * a pipe open, and the call would seem to last as long as the container.
+ */
 export function vesselRunc(
-  b: Bundle | { root: string },
+  b: Bundle | { root: string; dir?: string },
   args: string[],
   extra: { input?: string; timeout?: number } = {},
-): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [VESSEL_RUNC, "--root", b.root, ...args], {
-    encoding: "utf8",
-    input: extra.input ?? "",
-    timeout: extra.timeout ?? 30000,
-    cwd: "bundle" in b ? b.bundle : undefined,
-  });
+): { status: number | null; stdout: string; stderr: string } {
+  const dir = mkdtempSync(join(tmpdir(), "vessel-out-"));
+  const out = openSync(join(dir, "out"), "w+");
+  const err = openSync(join(dir, "err"), "w+");
+  try {
+    const r = spawnSync(process.execPath, [VESSEL_RUNC, "--root", b.root, ...args], {
+      input: extra.input ?? "",
+      stdio: ["pipe", out, err],
+      timeout: extra.timeout ?? 60000,
+      cwd: "bundle" in b ? b.bundle : undefined,
+    });
+    return {
+      status: r.status,
+      stdout: readFileSync(join(dir, "out"), "utf8"),
+      stderr: readFileSync(join(dir, "err"), "utf8"),
+    };
+  } finally {
+    closeSync(out);
+    closeSync(err);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 let seq = 0;

@@ -403,3 +403,49 @@ print(msg.decode(), repr(out.decode()), flush=True)
   await new Promise((r) => py.on("exit", r));
   assert.ok(text.includes("/dev/pts/0 '0\\r\\nptmx\\r\\n'"), text);
 });
+
+test("user namespace: uid/gid mappings are written and the process is root inside only", { skip }, () => {
+  const b = bundle();
+  const userns = (s: Spec) => {
+    s.linux!.namespaces!.push({ type: "user" });
+    s.linux!.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    s.linux!.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+  };
+  const map = runCtest(b, ["cat", "/proc/self/uid_map"], userns);
+  assert.equal(map.status, 0, map.stderr);
+  assert.match(map.stdout, /^\s+0\s+100000\s+65536$/m);
+  assert.equal(runCtest(b, ["id"], userns).stdout, "uid=0 gid=0 groups=\n");
+  assert.equal(
+    runCtest(b, ["write", "/etc/x", "y"], userns).stdout,
+    "error EACCES\n",
+    "host root's files are not writable",
+  );
+});
+
+test("a namespace given by path is joined, not created", { skip }, async () => {
+  const b = bundle((s) => (s.process!.args = ["/bin/ctest", "sleep", "30"]));
+  const holder = spawn("unshare", ["-n", "sleep", "30"], { stdio: "ignore" });
+  try {
+    const nsPath = `/proc/${holder.pid}/ns/net`;
+    for (let i = 0; i < 100 && readlinkSync(nsPath) === readlinkSync("/proc/self/ns/net"); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    rewriteSpec(b, (s) => {
+      s.linux!.namespaces = s.linux!.namespaces!.map((n) =>
+        n.type === "network" ? { type: "network", path: nsPath } : n,
+      );
+    });
+    const id = uniqueId("netns");
+    const c = vesselRunc(b, ["create", "--bundle", b.bundle, id]);
+    assert.equal(c.status, 0, c.stderr);
+    const pid = (JSON.parse(vesselRunc(b, ["state", id]).stdout) as { pid: number }).pid;
+    assert.equal(readlinkSync(`/proc/${pid}/ns/net`), readlinkSync(nsPath));
+    assert.notEqual(
+      readlinkSync(`/proc/${pid}/ns/uts`),
+      readlinkSync("/proc/self/ns/uts"),
+      "the others are new",
+    );
+    vesselRunc(b, ["delete", "--force", id]);
+  } finally {
+    holder.kill();
+  }
+});
