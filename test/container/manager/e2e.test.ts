@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { get } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -301,6 +309,21 @@ test("--memory kills a process that exceeds it and ps -a shows exit 137", async 
   const ps = await ok(["container", "ps", "-a"]);
   assert.match(ps, /Exited \(137\).*hog/);
   await ok(["container", "rm", "hog"]);
+});
+
+test("--cpus and --pids-limit reach the container's cgroup; stats reads it", async (t) => {
+  if (!need(t)) return;
+  if (!existsSync("/sys/fs/cgroup/cpu") || !existsSync("/sys/fs/cgroup/pids"))
+    return t.skip("needs the cgroup v1 cpu and pids hierarchies");
+  const id = (
+    await ok(["container", "run", "-d", "--cpus", "0.5", "--pids-limit", "20", "busybox", "sleep", "30"])
+  ).trim();
+  const read = (p: string) => readFileSync(p, "utf8").trim();
+  assert.equal(read(`/sys/fs/cgroup/cpu/vessel/${id}/cpu.cfs_quota_us`), "50000");
+  assert.equal(read(`/sys/fs/cgroup/pids/vessel/${id}/pids.max`), "20");
+  const stats = await ok(["container", "stats", "--no-stream", id]);
+  assert.match(stats, new RegExp(`${id.slice(0, 12)}\\s+\\S+\\s+[\\d.]+%`));
+  await ok(["container", "rm", "-f", id]);
 });
 
 test("logs, logs --tail and logs -f of a detached container", async (t) => {
