@@ -22,6 +22,8 @@ export const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 export const VESSEL_RUNC = join(REPO, "bin/vessel-runc.js");
 export const CTEST = join(REPO, "native/build/vessel-ctest");
 export const NSEXEC = join(REPO, "native/build/vessel-nsexec");
+/** what podman is given: native/nsexec/launcher.c */
+export const LAUNCHER = join(REPO, "native/build/vessel-runc");
 
 /** Why an integration test cannot run here, or undefined when it can. */
 export function integrationSkipReason(): string | undefined {
@@ -90,13 +92,15 @@ export function rewriteSpec(b: Bundle, edit: (s: Spec) => void): void {
 export function vesselRunc(
   b: Bundle | { root: string; dir?: string },
   args: string[],
-  extra: { input?: string; timeout?: number } = {},
+  extra: { input?: string; timeout?: number; launcher?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): { status: number | null; stdout: string; stderr: string } {
   const dir = mkdtempSync(join(tmpdir(), "vessel-out-"));
   const out = openSync(join(dir, "out"), "w+");
   const err = openSync(join(dir, "err"), "w+");
   try {
-    const r = spawnSync(process.execPath, [VESSEL_RUNC, "--root", b.root, ...args], {
+    const [cmd, pre] = extra.launcher ? [LAUNCHER, []] : [process.execPath, [VESSEL_RUNC]];
+    const r = spawnSync(cmd, [...pre, "--root", b.root, ...args], {
+      env: extra.env ?? process.env,
       input: extra.input ?? "",
       stdio: ["pipe", out, err],
       timeout: extra.timeout ?? 60000,

@@ -15,6 +15,7 @@ import type { Spec } from "../../src/container/spec.js";
 import {
   type Bundle,
   integrationSkipReason,
+  LAUNCHER,
   makeBundle,
   rewriteSpec,
   uniqueId,
@@ -448,4 +449,29 @@ test("a namespace given by path is joined, not created", { skip }, async () => {
   } finally {
     holder.kill();
   }
+});
+
+test("the launcher needs no PATH and answers through the runtime server", { skip }, (t) => {
+  if (!existsSync(LAUNCHER)) return t.skip(`launcher not built: ${LAUNCHER}`);
+  const b = bundle();
+  // `list` starts the server if none runs (a server from an older build answers, then exits)
+  for (let i = 0; i < 2; i++) assert.equal(vesselRunc(b, ["list"], { launcher: true, env: {} }).status, 0);
+  assert.ok(existsSync("/run/vessel-runc.sock"), "the server is listening");
+  const st = vesselRunc(b, ["state", "no-such-container"], { launcher: true, env: {} });
+  assert.equal(st.status, 1);
+  assert.match(st.stderr, /container "no-such-container" does not exist/);
+  rewriteSpec(b, (s) => (s.process!.args = ["/bin/ctest", "pid"]));
+  const r = vesselRunc(b, ["run", "--bundle", b.bundle, uniqueId("launch")], { launcher: true, env: {} });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, "1\n", "the container's stdout is the caller's");
+  rewriteSpec(b, (s) => (s.process!.args = ["/bin/ctest", "exit", "9"]));
+  const id = uniqueId("launch");
+  assert.equal(vesselRunc(b, ["run", "--bundle", b.bundle, id], { launcher: true, env: {} }).status, 9);
+  assert.equal(
+    existsSync(join(b.root, id)),
+    false,
+    "a foreground run deletes its container before returning",
+  );
+  const direct = vesselRunc(b, ["state", "x"], { launcher: true, env: { VESSEL_RUNC_DIRECT: "1" } });
+  assert.match(direct.stderr, /does not exist/);
 });
