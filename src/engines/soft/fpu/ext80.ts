@@ -150,6 +150,8 @@ export class Ext80Math {
   flags = 0;
   roundedUp = false;
   rc: Rc = Rc.Nearest;
+  /** The memory operand was a denormal m32/m64 (normal once extended): counts for DE. */
+  sourceDenormal = false;
 
   /**
    * Rounds the exact value (-1)^sign * sig * 2^q to `fmt` with the current rounding control.
@@ -279,8 +281,13 @@ export class Ext80Math {
     return [Number(bits & 0xffffffffn), Number(bits >> 32n)];
   }
 
-  /** Unpacks IEEE single (hi ignored) or double bits exactly. SNaN raises IE; denormal DE. */
-  fromIeee(lo: number, hi: number, fmt: Format): Ext80 {
+  /**
+   * Unpacks IEEE single (hi ignored) or double bits exactly. A denormal raises DE. An SNaN raises
+   * IE and loads quieted (FLD), or with `operand` stays signaling for the arithmetic to handle
+   * (memory operands of FADD & co: the NaN rules treat it as an SNaN, as the hardware does), and
+   * a denormal sets `sourceDenormal` instead of DE (the operation decides whether DE is raised).
+   */
+  fromIeee(lo: number, hi: number, fmt: Format, operand = false): Ext80 {
     const fracBits = fmt.p - 1;
     const expBits = fmt === SINGLE ? 8 : 11;
     const bits = fmt === SINGLE ? BigInt(lo >>> 0) : (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
@@ -290,7 +297,7 @@ export class Ext80Math {
     if (e === (1 << expBits) - 1) {
       if (frac === 0n) return infinity(sign);
       const mant = J | (frac << BigInt(63 - fracBits));
-      if ((mant & QUIET) === 0n) {
+      if ((mant & QUIET) === 0n && !operand) {
         this.flags |= Sw.IE;
         return new Ext80(sign, EXP_MAX, mant | QUIET);
       }
@@ -298,7 +305,8 @@ export class Ext80Math {
     }
     if (e === 0) {
       if (frac === 0n) return zero(sign);
-      this.flags |= Sw.DE;
+      if (operand) this.sourceDenormal = true;
+      else this.flags |= Sw.DE;
       return this.exact(sign, frac, fmt.emin - fracBits);
     }
     return new Ext80(sign, e - fmt.emax + BIAS, J | (frac << BigInt(63 - fracBits)));
@@ -410,7 +418,7 @@ export class Ext80Math {
   }
 
   private denormalCheck(ka: Kind, kb: Kind): void {
-    if (ka === Kind.Denormal || kb === Kind.Denormal) this.flags |= Sw.DE;
+    if (ka === Kind.Denormal || kb === Kind.Denormal || this.sourceDenormal) this.flags |= Sw.DE;
   }
 
   add(a: Ext80, b: Ext80, fmt: Format): Ext80 {
@@ -487,9 +495,19 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return n;
+    const sign = a.sign ^ b.sign;
+    // Division by zero wins over the denormal-operand check (x/0 raises ZE alone on hardware;
+    // infinity/0 is an exact infinity; 0/0 is invalid).
+    if (kb === Kind.Zero) {
+      if (ka === Kind.Zero) {
+        this.flags |= Sw.IE;
+        return INDEFINITE;
+      }
+      if (ka !== Kind.Infinity) this.flags |= Sw.ZE;
+      return infinity(sign);
+    }
     // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
     this.denormalCheck(ka, kb);
-    const sign = a.sign ^ b.sign;
     if (ka === Kind.Infinity) {
       if (kb === Kind.Infinity) {
         this.flags |= Sw.IE;
@@ -498,14 +516,6 @@ export class Ext80Math {
       return infinity(sign);
     }
     if (kb === Kind.Infinity) return zero(sign);
-    if (kb === Kind.Zero) {
-      if (ka === Kind.Zero) {
-        this.flags |= Sw.IE;
-        return INDEFINITE;
-      }
-      this.flags |= Sw.ZE;
-      return infinity(sign);
-    }
     if (ka === Kind.Zero) return zero(sign);
     const ua = unpack(a);
     const ub = unpack(b);
@@ -630,12 +640,12 @@ export class Ext80Math {
     const kb = classify(b);
     const n = this.nanOperands(a, b, ka, kb);
     if (n) return { value: n, cc: -1 };
-    // Denormal operands raise DE whatever the other operand is (infinities included, as the hardware does).
-    this.denormalCheck(ka, kb);
+    // Invalid (IE alone on hardware) before the denormal-operand check.
     if (ka === Kind.Infinity || kb === Kind.Zero) {
       this.flags |= Sw.IE;
       return { value: INDEFINITE, cc: -1 };
     }
+    this.denormalCheck(ka, kb);
     if (ka === Kind.Zero || kb === Kind.Infinity) return { value: a, cc: 0 };
     const ua = unpack(a);
     const ub = unpack(b);

@@ -240,6 +240,7 @@ export class Fpu {
   private begin(): void {
     this.math.flags = 0;
     this.math.roundedUp = false;
+    this.math.sourceDenormal = false;
     this.math.rc = ((this.cw >> 10) & 3) as Rc;
   }
 
@@ -301,9 +302,9 @@ export class Fpu {
   private readArithOperand(opcode: number, mem: FpuMemory, a: number): Ext80 {
     switch (opcode) {
       case 0xd8:
-        return this.math.fromIeee(mem.readU32(a), 0, SINGLE);
+        return this.math.fromIeee(mem.readU32(a), 0, SINGLE, true);
       case 0xdc:
-        return this.math.fromIeee(mem.readU32(a), mem.readU32(a + 4), DOUBLE);
+        return this.math.fromIeee(mem.readU32(a), mem.readU32(a + 4), DOUBLE, true);
       case 0xda:
         return this.math.fromInt(this.readInt(mem, a, 4));
       default:
