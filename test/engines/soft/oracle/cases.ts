@@ -969,7 +969,7 @@ export const GROUPS: Record<string, OracleCase[]> = {
       wantData: {
         0: hex("0000000000000080ff3f 000000000000"),
         16: hex("0000000000000080ff3f"),
-        72: u16s(0x1fff),
+        72: u16s(0xc3ff),
       },
       ignoreData: [[0x4c, 16]],
       undef: AF,
