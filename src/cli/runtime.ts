@@ -13,11 +13,11 @@ import { describeError, UsageError } from "../errors.js";
  * before the command. This file only parses and prints; the work is in src/container/runtime.ts.
  */
 
-type FlagKind = "bool" | "string" | "multi";
-interface FlagSpec {
+export type FlagKind = "bool" | "string" | "multi";
+export interface FlagSpec {
   [name: string]: FlagKind;
 }
-type Parsed = { flags: Record<string, string | boolean | string[]>; args: string[] };
+export type Parsed = { flags: Record<string, string | boolean | string[]>; args: string[] };
 
 const ALIASES: Record<string, string> = {
   b: "bundle",
@@ -36,7 +36,7 @@ const ALIASES: Record<string, string> = {
   v: "version",
 };
 
-function parseFlags(argv: string[], spec: FlagSpec, stopAtPositional: boolean): Parsed {
+export function parseFlags(argv: string[], spec: FlagSpec, stopAtPositional: boolean): Parsed {
   const flags: Parsed["flags"] = {};
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {

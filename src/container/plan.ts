@@ -398,6 +398,12 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   // The helper puts the child (not itself: it must stay out of the container's cgroups, which
   // are killed and removed as a whole) into the cgroups before letting it run; the child then
   // makes its cgroup namespace, rooted at the container's cgroup (runc's nsexec does the same).
+  // clone(2) reads 0x80 as part of the exit signal, so a time namespace is unshared by the
+  // helper before the clone: the child is born in it (time_namespaces(7))
+  if (cloneFlags & CLONE.NEWTIME) {
+    pre.push(["unshare", String(CLONE.NEWTIME)]);
+    cloneFlags &= ~CLONE.NEWTIME;
+  }
   const newCgroupns = (cloneFlags & CLONE.NEWCGROUP) !== 0;
   cloneFlags &= ~CLONE.NEWCGROUP;
   for (const f of cgroupProcsFiles(input.cgroup)) pre.push(["cgroup", f]);

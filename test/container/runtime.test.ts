@@ -217,7 +217,7 @@ test("lifecycle: create, state, start, exec, pause, resume, kill, delete", { ski
   assert.equal(readFileSync(join(cgroupDir("pids", id), "pids.max"), "utf8").trim(), "50");
   assert.match(vesselRunc(b, ["list"]).stdout, new RegExp(`${id}\\s+${s1.pid}\\s+running`));
   assert.match(vesselRunc(b, ["delete", id]).stderr, /not stopped/);
-  assert.equal(vesselRunc(b, ["kill", id, "KILL"]).status, 0);
+  assert.equal(vesselRunc(b, ["kill", "--all", id, "KILL"]).status, 0);
   for (let i = 0; i < 100 && state().status !== "stopped"; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(state().status, "stopped");
   const k = vesselRunc(b, ["kill", id, "TERM"]);
