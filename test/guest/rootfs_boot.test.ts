@@ -1,15 +1,25 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
-import { cachedGuest, DEFAULT_CMDLINE } from "../../src/guest/default_guest.js";
+import { cachedGuest, DEFAULT_CMDLINE, guestPaths } from "../../src/guest/default_guest.js";
 import { GuestError } from "../../src/guest/guest_error.js";
 import { guestCommandParam, USERSPACE_MARKER_TEXT } from "../../src/guest/init_script.js";
 import {
   buildDebianRootfs,
   cachedRootfs,
+  mke2fsArgs,
   ROOT_CMDLINE,
   ROOTFS_LABEL,
   ROOTFS_MARKER_TEXT,
@@ -234,4 +244,39 @@ test("on virtio-mmio (QEMU microvm, devices from ACPI) the initramfs finds the d
   assert.match(r.output, /^virtio:d00000002v/m, tail); // virtio-blk (device id 2)
   assert.match(r.output, /^ro\r?$/m, tail);
   assert.equal(r.status, (4 << 1) | 1, tail);
+});
+
+test("a root without Vessel's init runs the command in a chroot from the initramfs and reports its status", async (t) => {
+  // Needs no debootstrap: a 64 MiB ext4 holding only the i386 busybox-static of the default guest.
+  if (!tool(t, "mke2fs", "e2fsprogs")) return;
+  const debs = join(guestPaths(ARCH).dir, "debs");
+  const deb = existsSync(debs) ? readdirSync(debs).find((f) => f.startsWith("busybox-static_")) : undefined;
+  if (deb === undefined) {
+    t.skip(`no ${ARCH} default guest cached: run \`node bin/vessel.js guest build --arch ${ARCH}\``);
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "vessel-rootfs-"));
+  try {
+    const tree = join(dir, "tree");
+    assert.equal(spawnSync("dpkg-deb", ["-x", join(debs, deb), tree]).status, 0);
+    symlinkSync("busybox", join(tree, "bin/sh"));
+    for (const d of ["dev", "proc", "sys"]) mkdirSync(join(tree, d));
+    writeFileSync(join(tree, "marker"), "busybox-root\n");
+    const disk = join(dir, "disk.ext4");
+    const mk = spawnSync("mke2fs", mke2fsArgs(tree, disk, 64 * 2 ** 20), { encoding: "utf8" });
+    assert.equal(mk.status, 0, mk.stderr);
+    const r = await bootWithDisk(
+      t,
+      disk,
+      `root=/dev/vda ${guestCommandParam(["sh", "-c", "cat /marker; ls /sbin/vessel-init || echo no-vessel-init; exit 6"])}`,
+    );
+    if (r === undefined) return;
+    const tail = r.output.slice(-2000);
+    assert.match(r.output, /^busybox-root\r?$/m, tail);
+    assert.match(r.output, /^no-vessel-init\r?$/m, tail);
+    assert.ok(!r.output.includes("switching to the root filesystem"), tail);
+    assert.equal(r.status, (6 << 1) | 1, tail);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
