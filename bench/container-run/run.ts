@@ -32,17 +32,6 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function series(label: string, fn: () => number): number {
-  fn(); // warm-up: page cache, first unpack of layers, bridge creation
-  const xs: number[] = [];
-  for (let i = 0; i < RUNS; i++) xs.push(fn());
-  const m = median(xs);
-  console.log(
-    `${label.padEnd(58)} median ${m.toFixed(1).padStart(7)} ms  (min ${Math.min(...xs).toFixed(1)}, max ${Math.max(...xs).toFixed(1)})`,
-  );
-  return m;
-}
-
 const BUILD_FILE = `FROM ${TAG}
 ENV APP=/srv/www
 WORKDIR /srv/www
@@ -57,48 +46,44 @@ try {
   const archive = join(root, "busybox.tar");
   sh(process.execPath, [CLI, "image", "save", "-o", archive, TAG]);
   sh("podman", [...PODMAN, "load", "-i", archive]);
-  console.log(`container run: ${RUNS} runs each after one warm-up, same busybox image (${TAG})\n`);
-  const vNone = series(
-    "vessel run --rm --network none IMAGE true (runtime library)",
-    () => sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"]).ms,
-  );
-  const pNone = series(
-    "podman run --rm --network none (runc) IMAGE true",
-    () => sh("podman", [...PODMAN, "run", "--rm", ...ULIMITS, "--network", "none", TAG, "true"]).ms,
-  );
-  const vBridge = series(
-    "vessel run --rm IMAGE true (bridge, runtime library)",
-    () => sh(process.execPath, [CLI, "container", "run", "--rm", TAG, "true"]).ms,
-  );
-  let pBridge: number | undefined;
-  try {
-    pBridge = series(
-      "podman run --rm (runc) IMAGE true (bridge)",
-      () => sh("podman", [...PODMAN, "run", "--rm", ...ULIMITS, TAG, "true"]).ms,
-    );
-  } catch (err) {
-    console.log(`podman bridge run failed, not compared: ${(err as Error).message.split("\n")[0]}`);
+  console.log(`container run: ${RUNS} rounds after one warm-up round, same busybox image (${TAG});`);
+  console.log("each round runs every variant once, so a change in the host's load hits them alike\n");
+  const vessel = (extra: NodeJS.ProcessEnv, net: string[]) => () =>
+    sh(process.execPath, [CLI, "container", "run", "--rm", ...net, TAG, "true"], { ...env, ...extra }).ms;
+  const podman = (net: string[]) => () =>
+    sh("podman", [...PODMAN, "run", "--rm", ...ULIMITS, ...net, TAG, "true"]).ms;
+  const variants: [string, () => number][] = [
+    ["vessel run --rm --network none IMAGE true (runtime library)", vessel({}, ["--network", "none"])],
+    ["podman run --rm --network none IMAGE true (runc)", podman(["--network", "none"])],
+    ["vessel run --rm IMAGE true (bridge, runtime library)", vessel({}, [])],
+    ["podman run --rm IMAGE true (bridge, runc)", podman([])],
+    [
+      "vessel run --rm --network none (runc CLI)",
+      vessel({ VESSEL_OCI_RUNTIME: "runc" }, ["--network", "none"]),
+    ],
+    [
+      "vessel run --rm --network none (vessel-runc CLI)",
+      vessel({ VESSEL_OCI_RUNTIME: "vessel-runc" }, ["--network", "none"]),
+    ],
+  ];
+  const times: number[][] = variants.map(() => []);
+  for (let round = 0; round <= RUNS; round++) {
+    variants.forEach(([, fn], i) => {
+      const ms = fn();
+      if (round > 0) times[i]!.push(ms);
+    });
   }
-  const vRunc = series(
-    "vessel run --rm --network none, runc CLI",
-    () =>
-      sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"], {
-        ...env,
-        VESSEL_OCI_RUNTIME: "runc",
-      }).ms,
-  );
-  const vOwn = series(
-    "vessel run --rm --network none, vessel-runc CLI",
-    () =>
-      sh(process.execPath, [CLI, "container", "run", "--rm", "--network", "none", TAG, "true"], {
-        ...env,
-        VESSEL_OCI_RUNTIME: "vessel-runc",
-      }).ms,
-  );
-  console.log(`\nratio vessel/podman, --network none: ${(vNone / pNone).toFixed(2)}`);
-  if (pBridge) console.log(`ratio vessel/podman, bridge:         ${(vBridge / pBridge).toFixed(2)}`);
-  console.log(`ratio vessel (runc CLI)/podman, --network none: ${(vRunc / pNone).toFixed(2)}`);
-  console.log(`ratio vessel (vessel-runc CLI)/podman, --network none: ${(vOwn / pNone).toFixed(2)}`);
+  const med = times.map(median);
+  variants.forEach(([label], i) => {
+    const xs = times[i]!;
+    console.log(
+      `${label.padEnd(60)} median ${med[i]!.toFixed(1).padStart(7)} ms  (min ${Math.min(...xs).toFixed(1)}, max ${Math.max(...xs).toFixed(1)})`,
+    );
+  });
+  console.log(`\nratio vessel/podman, --network none: ${(med[0]! / med[1]!).toFixed(2)}`);
+  console.log(`ratio vessel/podman, bridge:         ${(med[2]! / med[3]!).toFixed(2)}`);
+  console.log(`ratio vessel (runc CLI)/podman, --network none:        ${(med[4]! / med[1]!).toFixed(2)}`);
+  console.log(`ratio vessel (vessel-runc CLI)/podman, --network none: ${(med[5]! / med[1]!).toFixed(2)}`);
 
   const ctx = join(root, "ctx");
   spawnSync("mkdir", ["-p", ctx]);
