@@ -22,7 +22,7 @@ import {
 import { ContainerError, notRunning } from "./errors.js";
 import { runHooks } from "./hooks.js";
 import { RuntimeLog } from "./log.js";
-import { callerPath } from "./request.js";
+import { callerPath, currentRequest } from "./request.js";
 import { parseSignal } from "./signals.js";
 import { loadSpec, type Process, type Resources, type Spec } from "./spec.js";
 import {
@@ -291,15 +291,11 @@ export class Runtime {
         // gone
       }
     };
-    const sigs: NodeJS.Signals[] = [
-      "SIGINT",
-      "SIGTERM",
-      "SIGHUP",
-      "SIGQUIT",
-      "SIGUSR1",
-      "SIGUSR2",
-      "SIGWINCH",
-    ];
+    // signals sent to this process go to the container (the helper forwards its own too);
+    // not in the runtime server, whose signals are its own
+    const sigs: NodeJS.Signals[] = currentRequest()
+      ? []
+      : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH"];
     for (const s of sigs) process.on(s, forward);
     const code = await exit;
     for (const s of sigs) process.off(s, forward);
