@@ -417,7 +417,8 @@ export class Cpu {
     linear >>>= 0;
     const page = linear >>> 12;
     if ((this.cr0 & Cr0.PG) === 0) {
-      const phys = linear & ~0xfff;
+      // Unsigned: a linear address above 2 GiB is a physical address above 2 GiB, not RAM.
+      const phys = (linear & ~0xfff) >>> 0;
       this.tlbFill(
         page,
         phys |

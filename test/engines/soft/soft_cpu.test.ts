@@ -424,3 +424,15 @@ test("soft cpu: PAE paging with 8-byte entries, a 2 MiB page and a #PF on a not-
   // The 2 MiB PDE got its accessed bit.
   assert.equal(r.m.memory.readU32(0x11008) & 0x20, 0x20);
 });
+
+test("soft cpu: with paging off, an address above RAM (and above 2 GiB) reads the bus, not RAM", (t) => {
+  const r = runAsm(
+    t,
+    `mov eax, [0xc1000000]
+     mov ebx, [0x00400000]   ; just past the 4 MiB of RAM
+     hlt`,
+  );
+  if (r === undefined) return;
+  assert.equal(r.regs[EAX], -1);
+  assert.equal(r.regs[EBX], -1);
+});
