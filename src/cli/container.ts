@@ -1,5 +1,4 @@
 import { writeSync } from "node:fs";
-import { baseImage } from "../container/build/builder.js";
 import { UsageError } from "../errors.js";
 import { shortId } from "../container/image/digest.js";
 import { formatLine, readLog, readLogFrom } from "../container/manager/log.js";
@@ -118,7 +117,10 @@ async function runVerb(m: Manager, args: string[]): Promise<number> {
   // a missing busybox or debian image is built from Debian's packages, as docker pulls one;
   // written with writeSync: process.stderr as a stream would make fd 2 non-blocking, and an
   // attached container shares it
-  await baseImage(m.images, image, (line) => writeSync(2, `${line}\n`));
+  if (m.images.find(image) === undefined) {
+    const { baseImage } = await import("../container/build/builder.js");
+    await baseImage(m.images, image, (line) => writeSync(2, `${line}\n`));
+  }
   const detach = bool(p, "detach");
   const tty = bool(p, "tty");
   if (detach && tty)

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { posix } from "node:path";
-import * as tar from "tar";
+import type { ReadEntry } from "tar";
 import { ImageError } from "./errors.js";
 
 /**
@@ -51,6 +51,8 @@ export async function unpackLayer(tarPath: string, dest: string): Promise<Unpack
     for (let i = 1; i < parts.length; i++) if (symlinks.has(parts.slice(0, i).join("/"))) return true;
     return false;
   };
+  // loaded here, not at the top: node-tar costs ~40 ms of start-up that `run` does not need
+  const tar = await import("tar");
   try {
     await tar.x({
       file: tarPath,
@@ -64,7 +66,7 @@ export async function unpackLayer(tarPath: string, dest: string): Promise<Unpack
           if (rel !== "") refused.push(path);
           return false;
         }
-        const e = entry as tar.ReadEntry;
+        const e = entry as ReadEntry;
         if (e.type === "Link") {
           const target = safeMemberPath(String(e.linkpath ?? ""));
           if (target === null || throughSymlink(target)) {
