@@ -182,3 +182,45 @@ test("podman run -p publishes a port of a vessel-runc container", { skip }, asyn
     podman(["rm", "-f", "-t", "0", name]);
   }
 });
+
+test("the README's containers.conf: podman picks vessel-runc by name and reads JSON error logs", {
+  skip,
+}, () => {
+  const conf = join(work, "containers.conf");
+  writeFileSync(
+    conf,
+    `[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "vessel"
+runtime_supports_json = ["crun", "runc", "kata", "runsc", "krun", "vessel"]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[engine.runtimes]
+vessel = ["${LAUNCHER}"]
+`,
+  );
+  const env = { ...process.env, CONTAINERS_CONF: conf };
+  const info = spawnSync(
+    "podman",
+    ["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Path}}"],
+    { env, encoding: "utf8" },
+  );
+  assert.equal(info.stdout.trim(), `vessel ${LAUNCHER}`);
+  const ok = spawnSync("podman", ["run", "--rm", IMAGE, "/bin/ctest", "pid"], {
+    env,
+    encoding: "utf8",
+    timeout: 60000,
+  });
+  assert.equal(ok.stdout, "1\n", ok.stderr);
+  const missing = spawnSync("podman", ["run", "--rm", IMAGE, "no-such-program"], {
+    env,
+    encoding: "utf8",
+    timeout: 60000,
+  });
+  assert.equal(missing.status, 127);
+  // with --log-format=json podman quotes the runtime's error line from the log
+  assert.match(missing.stderr, /vessel: exec: "no-such-program": executable file not found in \$PATH/);
+});
