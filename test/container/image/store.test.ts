@@ -193,3 +193,42 @@ test("store: import, name, resolve by name and id prefix, docker-archive and OCI
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("load reads docker's classic save layout (<id>/layer.tar) and OCI layout directories", async () => {
+  const dir = tmp();
+  try {
+    tinyRootfs(join(dir, "rootfs"));
+    const arch = join(dir, "classic");
+    mkdirSync(join(arch, "abc123"), { recursive: true });
+    const { digest } = writeTreeTar(join(dir, "rootfs"), join(arch, "abc123", "layer.tar"));
+    writeFileSync(join(arch, "abc123", "VERSION"), "1.0");
+    const config = {
+      architecture: "amd64",
+      os: "linux",
+      config: { Cmd: ["/bin/tool"] },
+      rootfs: { type: "layers", diff_ids: [digest] },
+    };
+    writeFileSync(join(arch, "cfg.json"), JSON.stringify(config));
+    writeFileSync(
+      join(arch, "manifest.json"),
+      JSON.stringify([
+        { Config: "cfg.json", RepoTags: ["docker.io/library/tiny:1"], Layers: ["abc123/layer.tar"] },
+      ]),
+    );
+    spawnSync("tar", ["-cf", join(dir, "classic.tar"), "-C", arch, "."]);
+    const store = new ImageStore(join(dir, "root"));
+    const [img] = await loadArchive(store, join(dir, "classic.tar"));
+    assert.deepEqual(img!.names, ["docker.io/library/tiny:1"]);
+    assert.equal(store.resolve("tiny:1").id, img!.id, "the short name finds a registry-qualified one");
+    assert.deepEqual(img!.config.config?.Cmd, ["/bin/tool"]);
+
+    saveImages(store, [{ img: img! }], join(dir, "layout"), "oci-dir");
+    const other = new ImageStore(join(dir, "other"));
+    const [again] = await loadArchive(other, join(dir, "layout"));
+    assert.equal(again!.manifestDigest, img!.manifestDigest);
+    assert.deepEqual(again!.names, ["docker.io/library/tiny:1"]);
+    await assert.rejects(loadArchive(other, join(dir, "missing.tar")), /no such file or directory/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
