@@ -56,6 +56,10 @@ const USAGE = `usage: vessel container <command>
 
 export async function run(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
+  if (rest[0] === "--help") {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const m = new Manager();
   switch (verb) {
     case "run":

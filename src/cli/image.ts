@@ -28,6 +28,10 @@ const USAGE = `usage: vessel image <command>
 
 export async function run(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
+  if (rest[0] === "--help") {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const store = new ImageStore();
   switch (verb) {
     case "ls":
