@@ -110,8 +110,12 @@ export class Fpu {
   private sw = 0;
   /** Last x87 opcode (11 bits), instruction pointer, selector, data pointer and selector. */
   fop = 0;
-  ip = 0;
-  cs = 0;
+  /** FIP and FCS of the last non-control instruction (what FNSTENV/FNSAVE/FXSAVE store). */
+  private lastIp = 0;
+  private lastCs = 0;
+  /** The current instruction's offset and code selector, set by the CPU core before `execute`. */
+  private curIp = 0;
+  private curCs = 0;
   dp = 0;
   ds = 0;
   /** MXCSR image kept for FXSAVE/FXRSTOR (SSE is not implemented; default 0x1F80). */
@@ -127,6 +131,24 @@ export class Fpu {
   constructor(hooks: FpuCpuHooks = {}) {
     this.hooks = hooks;
     this.fninit();
+  }
+
+  /**
+   * The core sets these to the offset and CS selector of the instruction about to execute; the
+   * FPU keeps them as FIP/FCS only for non-control instructions (SDM vol. 1, 8.1.8), and reading
+   * them gives the kept values.
+   */
+  get ip(): number {
+    return this.lastIp;
+  }
+  set ip(v: number) {
+    this.curIp = v;
+  }
+  get cs(): number {
+    return this.lastCs;
+  }
+  set cs(v: number) {
+    this.curCs = v;
   }
 
   /** Status word with the current TOP. */
@@ -168,8 +190,8 @@ export class Fpu {
     this.sw = 0;
     this.empty.fill(true);
     this.fop = 0;
-    this.ip = 0;
-    this.cs = 0;
+    this.lastIp = 0;
+    this.lastCs = 0;
     this.dp = 0;
     this.ds = 0;
   }
@@ -265,6 +287,12 @@ export class Fpu {
     this.push(v);
   }
 
+  /** FLD m32/m64: a stack overflow takes precedence over the conversion's IE/DE (hardware). */
+  private loadConverted(v: Ext80): void {
+    if (this.empty[(this.top - 1) & 7] && this.raise(this.math.flags)) return;
+    this.load(v);
+  }
+
   // ---- memory operand helpers ----
 
   private readExt(mem: FpuMemory, a: number): Ext80 {
@@ -324,11 +352,15 @@ export class Fpu {
       if (!isControl(opcode, reg)) {
         this.fop = ((opcode & 7) << 8) | modrm;
         this.dp = address >>> 0;
+        this.lastIp = this.curIp;
+        this.lastCs = this.curCs;
       }
     } else {
       this.executeRegister(opcode, modrm, reg, rm);
       if (!(opcode === 0xdb && modrm >= 0xe0 && modrm <= 0xe7) && !(opcode === 0xdf && modrm === 0xe0)) {
         this.fop = ((opcode & 7) << 8) | modrm;
+        this.lastIp = this.curIp;
+        this.lastCs = this.curCs;
       }
     }
   }
@@ -357,9 +389,7 @@ export class Fpu {
         switch (reg) {
           case 0: {
             this.begin();
-            const v = this.math.fromIeee(mem.readU32(a), 0, SINGLE);
-            if (this.raise(this.math.flags)) return;
-            this.load(v);
+            this.loadConverted(this.math.fromIeee(mem.readU32(a), 0, SINGLE));
             return;
           }
           case 2:
@@ -419,9 +449,7 @@ export class Fpu {
         switch (reg) {
           case 0: {
             this.begin();
-            const v = this.math.fromIeee(mem.readU32(a), mem.readU32(a + 4), DOUBLE);
-            if (this.raise(this.math.flags)) return;
-            this.load(v);
+            this.loadConverted(this.math.fromIeee(mem.readU32(a), mem.readU32(a + 4), DOUBLE));
             return;
           }
           case 2:
@@ -1255,16 +1283,16 @@ export class Fpu {
       mem.writeU32(a, 0xffff0000 | this.cw);
       mem.writeU32(a + 4, 0xffff0000 | this.sw);
       mem.writeU32(a + 8, 0xffff0000 | this.tagWord);
-      mem.writeU32(a + 12, this.ip >>> 0);
-      mem.writeU32(a + 16, ((this.fop & 0x7ff) << 16) | (this.cs & 0xffff));
+      mem.writeU32(a + 12, this.lastIp >>> 0);
+      mem.writeU32(a + 16, ((this.fop & 0x7ff) << 16) | (this.lastCs & 0xffff));
       mem.writeU32(a + 20, this.dp >>> 0);
       mem.writeU32(a + 24, 0xffff0000 | (this.ds & 0xffff));
     } else {
       mem.writeU16(a, this.cw);
       mem.writeU16(a + 2, this.sw);
       mem.writeU16(a + 4, this.tagWord);
-      mem.writeU16(a + 6, this.ip & 0xffff);
-      mem.writeU16(a + 8, this.cs & 0xffff);
+      mem.writeU16(a + 6, this.lastIp & 0xffff);
+      mem.writeU16(a + 8, this.lastCs & 0xffff);
       mem.writeU16(a + 10, this.dp & 0xffff);
       mem.writeU16(a + 12, this.ds & 0xffff);
     }
@@ -1301,8 +1329,8 @@ export class Fpu {
     this.cw = (e.cw & 0x1f3f) | 0x40;
     this.sw = e.sw;
     for (let i = 0; i < 8; i++) this.empty[i] = ((e.tw >> (2 * i)) & 3) === TAG_EMPTY;
-    this.ip = e.ip;
-    this.cs = e.cs;
+    this.lastIp = e.ip;
+    this.lastCs = e.cs;
     this.fop = e.fop;
     this.dp = e.dp;
     this.ds = e.ds;
@@ -1336,8 +1364,8 @@ export class Fpu {
     for (let i = 0; i < 8; i++) if (!this.empty[i]) ftw |= 1 << i;
     mem.writeU32(a, this.cw | (this.sw << 16));
     mem.writeU32(a + 4, ftw | (this.fop << 16));
-    mem.writeU32(a + 8, this.ip >>> 0);
-    mem.writeU32(a + 12, this.cs & 0xffff);
+    mem.writeU32(a + 8, this.lastIp >>> 0);
+    mem.writeU32(a + 12, this.lastCs & 0xffff);
     mem.writeU32(a + 16, this.dp >>> 0);
     mem.writeU32(a + 20, this.ds & 0xffff);
     mem.writeU32(a + 24, this.mxcsr >>> 0);
@@ -1365,8 +1393,8 @@ export class Fpu {
     this.sw = (w0 >>> 16) & 0xffff;
     for (let i = 0; i < 8; i++) this.empty[i] = ((w1 >> i) & 1) === 0;
     this.fop = (w1 >>> 16) & 0x7ff;
-    this.ip = ip;
-    this.cs = cs;
+    this.lastIp = ip;
+    this.lastCs = cs;
     this.dp = dp;
     this.ds = ds;
     this.mxcsr = mxcsr & 0xffbf;

@@ -118,7 +118,30 @@ export function randomX87Program(seed: number, steps = 24): RandomX87Program {
     /** Stores the status word under `mask` at out+30. */
     const status = (mask: number) =>
       lines.push("fnstsw ax", `and ax, 0x${mask.toString(16)}`, `mov ${o(30)}, ax`);
-    switch (g.below(9)) {
+    switch (g.below(11)) {
+      case 9: {
+        // the constant ROM under the rounding control, and FXCH/FST ST(i)/FFREE on the stack
+        lines.push(g.pick(["fld1", "fldz", "fldpi", "fldl2e", "fldl2t", "fldlg2", "fldln2"]), operand());
+        lines.push(g.pick(["fxch st1", "fst st1", "fld st1", "fincstp", "fdecstp"]));
+        lines.push("fnstenv [DATA+0xf80]", "mov ax, [DATA+0xf88]", `mov ${o(28)}, ax`, "fninit");
+        lines.push(`fstp tword ${o(0)}`);
+        status(EXC | C1);
+        break;
+      }
+      case 10: {
+        // stack faults (masked): underflow in arithmetic, overflow on a full stack
+        if (g.below(2)) {
+          lines.push(g.pick(["fadd st0, st3", "fsqrt", "fchs", "fxch st5", "fcom st2"]));
+          status(EXC | C1);
+          lines.push("fninit");
+        } else {
+          for (let k = 0; k < 8; k++) lines.push("fld1");
+          lines.push(operand());
+          status(EXC | C1);
+          lines.push(`fstp tword ${o(0)}`, "fninit");
+        }
+        break;
+      }
       case 0: {
         // two-operand arithmetic, register forms
         lines.push(operand(), operand());
