@@ -3,7 +3,7 @@
  * tests (the role of crun's tests/init.c). Static, so a rootfs needs nothing else. Each command
  * prints one fact for the test to assert on.
  *
- *   pid | ppid | hostname | domainname | id | umask | cwd | env | fds | caps
+ *   pid | ppid | hostname | domainname | machine | winsize | id | umask | cwd | env | fds | caps
  *   cat FILE | write FILE TEXT | ls DIR | rlimit NOFILE|NPROC | sleep SECONDS | exit CODE
  *   try SYSCALL          run one syscall (uname mkdir getpid personality chmod sethostname
  *                        unshare mount) and print "ok" or the errno name
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/resource.h>
@@ -71,6 +72,18 @@ int main(int argc, char **argv) {
     struct utsname u;
     uname(&u);
     printf("%s\n", !strcmp(cmd, "hostname") ? u.nodename : u.domainname);
+    return 0;
+  }
+  if (!strcmp(cmd, "machine")) {
+    struct utsname u;
+    uname(&u);
+    printf("%s\n", u.machine);
+    return 0;
+  }
+  if (!strcmp(cmd, "winsize")) {
+    struct winsize ws;
+    if (ioctl(0, TIOCGWINSZ, &ws) < 0) return printf("error %s\n", errname(errno)), 1;
+    printf("%d %d\n", ws.ws_row, ws.ws_col);
     return 0;
   }
   if (!strcmp(cmd, "id")) {

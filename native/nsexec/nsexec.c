@@ -40,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
@@ -615,7 +616,15 @@ static void run_op(struct op *o) {
   } else if (!strcmp(n, "hook")) {
     run_hook(o);
   } else if (!strcmp(n, "pty")) {
+    /* pty [ROWS COLS]: the initial size from process.consoleSize */
     setup_pty();
+    if (o->argc >= 3) {
+      struct winsize ws = {.ws_row = (unsigned short)num(o->argv[1]), .ws_col = (unsigned short)num(o->argv[2])};
+      if (ioctl(0, TIOCSWINSZ, &ws) < 0) die("set console size");
+    }
+  } else if (!strcmp(n, "personality")) {
+    need(o, 2);
+    if (personality((unsigned long)num(o->argv[1])) < 0) die("personality %s", o->argv[1]);
   } else if (!strcmp(n, "setsid")) {
     if (setsid() < 0 && errno != EPERM) die("setsid");
   } else if (!strcmp(n, "rlimit")) {

@@ -471,8 +471,11 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   for (const path of spec.linux?.maskedPaths ?? []) child.push(["maskpath", path]);
   for (const path of spec.linux?.readonlyPaths ?? []) child.push(["readonly", path]);
   if (spec.root?.readonly) child.push(["mount", "", "/", "", String(MS.BIND | MS.REMOUNT | MS.RDONLY), ""]);
-  if (p.terminal) child.push(["pty"]);
+  if (p.terminal)
+    child.push(p.consoleSize ? ["pty", String(p.consoleSize.height), String(p.consoleSize.width)] : ["pty"]);
   else child.push(["setsid"]);
+  const persona = personalityOf(spec);
+  if (persona !== undefined) child.push(["personality", String(persona)]);
   const proc = processOps(p, spec, input);
   child.push(...proc.before);
   child.push(["ready"]);
@@ -480,6 +483,23 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   child.push(...hookOps(spec.hooks?.startContainer, input.hookState));
   child.push(...proc.after);
   return { cloneFlags, wait: input.wait, pre, post, child };
+}
+
+/** linux.personality (config-linux.md "Personality"): the execution domain for personality(2). */
+function personalityOf(spec: Spec): number | undefined {
+  const p = spec.linux?.personality;
+  if (p === undefined) return undefined;
+  switch (p.domain) {
+    case "LINUX":
+      return 0x0000;
+    case "LINUX32":
+      return 0x0008;
+    default:
+      throw new ContainerError(
+        "personality",
+        `linux.personality.domain "${p.domain}" is not LINUX or LINUX32`,
+      );
+  }
 }
 
 export function cgroupProcsFiles(r: CgroupRecord): string[] {

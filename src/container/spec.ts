@@ -158,7 +158,7 @@ export interface Linux {
   maskedPaths?: string[];
   readonlyPaths?: string[];
   mountLabel?: string;
-  personality?: unknown;
+  personality?: { domain: string; flags?: string[] };
 }
 
 const NAMESPACES: readonly NamespaceType[] = [

@@ -135,6 +135,10 @@ test("rlimits, oomScoreAdj, sysctl, read-only root, masked and read-only paths",
     "read-only path",
   );
   assert.equal(runCtest(b, ["ls", "/sys/firmware"]).stdout, "", "masked directory is an empty tmpfs");
+  assert.equal(
+    runCtest(b, ["machine"], (s) => (s.linux!.personality = { domain: "LINUX32" })).stdout,
+    "i686\n",
+  );
 });
 
 test("seccomp: the compiled filter denies with the chosen errno and lets the rest through", { skip }, () => {
@@ -369,16 +373,18 @@ test("CVE-2024-21626: no runtime fd reaches the container, and a cwd outside the
   }
 });
 
-test("terminal: the pty master goes to --console-socket and the process sees a tty", { skip }, async (t) => {
+test("terminal: the pty master goes to --console-socket, sized by process.consoleSize", {
+  skip,
+}, async (t) => {
   if (spawnSync("python3", ["-c", "import socket; socket.recv_fds"]).status !== 0) {
     t.skip("needs python3 (3.9+) to receive the pty master with SCM_RIGHTS");
     return;
   }
   const b = bundle((s) => {
     s.process!.terminal = true;
-    s.process!.args = ["/bin/ctest", "cat", "/proc/self/fd/0"];
+    s.process!.consoleSize = { height: 33, width: 101 };
+    s.process!.args = ["/bin/ctest", "winsize"];
   });
-  rewriteSpec(b, (s) => (s.process!.args = ["/bin/ctest", "ls", "/dev/pts"]));
   const sock = join(b.dir, "console.sock");
   const receiver = `
 import socket, os, sys
@@ -402,7 +408,7 @@ print(msg.decode(), repr(out.decode()), flush=True)
   const r = vesselRunc(b, ["run", "--console-socket", sock, "--bundle", b.bundle, uniqueId("tty")]);
   assert.equal(r.status, 0, r.stderr);
   await new Promise((r) => py.on("exit", r));
-  assert.ok(text.includes("/dev/pts/0 '0\\r\\nptmx\\r\\n'"), text);
+  assert.ok(text.includes("/dev/pts/0 '33 101\\r\\n'"), text);
 });
 
 test("user namespace: uid/gid mappings are written and the process is root inside only", { skip }, () => {
