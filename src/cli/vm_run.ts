@@ -1,4 +1,10 @@
 import { parseArgs } from "node:util";
+import {
+  parseDiskFlag,
+  parseNetFlag,
+  parseVsockFlag,
+  type VirtioDeviceSpec,
+} from "../devices/virtio/device_spec.js";
 import { UsageError } from "../errors.js";
 import { DEFAULT_CMDLINE, ensureDefaultGuest, type GuestArch } from "../guest/default_guest.js";
 import { guestCommandParam } from "../guest/init_script.js";
@@ -20,6 +26,10 @@ With a command, the guest runs it instead of a shell and Vessel exits with its s
   --cpus N            virtual CPUs (KVM engine; default 1)
   --stats             print statistics when the VM stops (VM exits by reason, ...)
   --timeout SECONDS   stop the VM after this long
+  --disk PATH[,ro][,serial=ID]      a virtio-blk disk (raw image); repeatable
+  --net tap[,name=IF][,mac=MAC][,host-ip=CIDR][,bridge=BR]   a virtio-net NIC on a TAP; repeatable
+  --vsock cid=N,uds=PATH            a virtio-vsock device (host side: a Unix socket)
+  --rng                             a virtio-rng device
 
 Console: Ctrl-A x leaves (stops the VM), Ctrl-A p pauses/resumes, Ctrl-A h for help.
 Environment: VESSEL_KVM_PATH overrides /dev/kvm.
@@ -34,6 +44,10 @@ interface RunOptions {
   cpus?: string;
   stats?: boolean;
   timeout?: string;
+  disk?: string[];
+  net?: string[];
+  vsock?: string;
+  rng?: boolean;
   help?: boolean;
 }
 
@@ -55,6 +69,10 @@ function parse(args: string[]): { values: RunOptions; command: string[] } {
         cpus: { type: "string" },
         stats: { type: "boolean" },
         timeout: { type: "string" },
+        disk: { type: "string", multiple: true },
+        net: { type: "string", multiple: true },
+        vsock: { type: "string" },
+        rng: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -118,9 +136,16 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
       throw new UsageError("USAGE", `--timeout "${values.timeout}" must be a positive number of seconds`);
     timeoutMs = s * 1000;
   }
+  const virtio: VirtioDeviceSpec[] = [
+    ...(values.disk ?? []).map(parseDiskFlag),
+    ...(values.net ?? []).map(parseNetFlag),
+    ...(values.vsock === undefined ? [] : [parseVsockFlag(values.vsock)]),
+    ...(values.rng === true ? [{ kind: "rng" as const }] : []),
+  ];
   return {
     engine,
     kernel,
+    ...(virtio.length === 0 ? {} : { virtio }),
     ...(initrd === undefined ? {} : { initrd }),
     cmdline,
     memBytes,

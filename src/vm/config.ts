@@ -1,3 +1,4 @@
+import type { VirtioDeviceSpec } from "../devices/virtio/device_spec.js";
 import { UsageError } from "../errors.js";
 
 export type EngineName = "kvm" | "soft";
@@ -15,6 +16,11 @@ export interface VmConfig {
   kvmPath?: string;
   /** Stop the VM after this long (ms); undefined: no limit. */
   timeoutMs?: number;
+  /**
+   * virtio-mmio devices, in slot order (devices/virtio/factory.ts; announced to the guest in the
+   * ACPI DSDT). Must be structured-cloneable: no `onOutput` callbacks.
+   */
+  virtio?: VirtioDeviceSpec[];
 }
 
 const MiB = 1024 * 1024;

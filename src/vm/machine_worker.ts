@@ -14,6 +14,8 @@ import type { EntryState } from "../boot/entry_state.js";
 import { loadLinux } from "../boot/linux_loader.js";
 import { HostClock } from "../devices/clock.js";
 import { PcPlatform } from "../devices/pc_platform.js";
+import { attachVirtioDevices, virtioMmioSlot } from "../devices/virtio/factory.js";
+import type { MmioTransport } from "../devices/virtio/transport_mmio.js";
 import { BusIo } from "../engines/kvm/bus_io.js";
 import { KvmEngine } from "../engines/kvm/engine.js";
 import { describeVmEvent } from "../engines/kvm/run_loop.js";
@@ -21,6 +23,7 @@ import { VesselError } from "../errors.js";
 import { GuestMemory } from "../memory/guest_memory.js";
 import type { VmConfig } from "./config.js";
 import { ConsoleRing } from "./console_ring.js";
+import { IoWaiter } from "./io_waiter.js";
 import { MachineDevices, type MachineStop } from "./machine.js";
 
 export interface MachineWorkerData {
@@ -125,11 +128,16 @@ function load(memory: GuestMemory, arch: "x86_64" | "i386", acpi: boolean): Entr
     cmdline: c.cmdline,
     memSize: c.memBytes,
     cpus: c.cpus,
-    virtioDevices: [],
+    virtioDevices: (c.virtio ?? []).map((_, i) => virtioMmioSlot(i)),
     arch,
     acpi,
     kernelName: c.kernel,
   });
+}
+
+/** Lets each virtio transport do its host-side I/O (G's factory.ts, step 3). */
+function pollVirtio(transports: readonly MmioTransport[], force: boolean): void {
+  for (const t of transports) t.poll(force);
 }
 
 async function runKvm(): Promise<VmResult> {
@@ -140,6 +148,8 @@ async function runKvm(): Promise<VmResult> {
     cpus: c.cpus,
     ...(c.kvmPath === undefined ? {} : { kvmPath: c.kvmPath }),
   });
+  let transports: MmioTransport[] = [];
+  let waiter: IoWaiter | undefined;
   try {
     let why: MachineStop | undefined;
     const dev = new MachineDevices({
@@ -153,7 +163,14 @@ async function runKvm(): Promise<VmResult> {
     });
     dev.rtc?.setMemorySize(Math.min(c.memBytes, 0xc000_0000), Math.max(0, c.memBytes - 0xc000_0000));
     let marked = false;
+    transports = attachVirtioDevices(c.virtio ?? [], {
+      memory: engine.memory,
+      mmio: dev.mmio,
+      irqLine: (gsi) => engine.irqLine(gsi),
+    });
     const entry = load(engine.memory, "x86_64", true);
+    // Host I/O that completes while the guest idles inside KVM_RUN kicks us through the waiter.
+    waiter = transports.length > 0 ? new IoWaiter(engine.machineLink.buffer) : undefined;
     post({ t: "ready", kickLink: engine.machineLink.buffer });
     const busIo = new BusIo(dev.ports, dev.mmio);
     const result = await engine.run(entry, busIo, {
@@ -170,6 +187,10 @@ async function runKvm(): Promise<VmResult> {
         if (!marked && dev.debugExit.userspaceStartedNs !== undefined) {
           marked = true;
           post({ t: "userspace", ms: dev.debugExit.userspaceStartedNs / 1e6 });
+        }
+        if (transports.length > 0) {
+          pollVirtio(transports, waiter?.takePending() ?? false);
+          waiter?.setFds(transports.flatMap((t) => t.waitFds()));
         }
       },
     });
@@ -204,6 +225,8 @@ async function runKvm(): Promise<VmResult> {
         return { ...base, reason: "crash", detail: cpu + describeVmEvent(e) };
     }
   } finally {
+    await waiter?.stop();
+    for (const t of transports) t.close();
     engine.close();
   }
 }
@@ -221,7 +244,11 @@ async function runSoft(): Promise<VmResult> {
   const { InstructionClock } = await import("../engines/soft/instruction_clock.js");
   const memory = GuestMemory.shared(guestRamRegions(c.memBytes));
   const vclock = new InstructionClock(10);
-  const platform = new PcPlatform({ clock: vclock, apic: false });
+  // virtio-mmio devices sit on GSIs 16-23, which only an IOAPIC has: with virtio devices the
+  // machine gets the APIC platform (and ACPI's MADT to find it); without, the PIC-only PC.
+  const specs = c.virtio ?? [];
+  const apic = specs.length > 0;
+  const platform = new PcPlatform({ clock: vclock, apic });
   let why: MachineStop | undefined;
   const dev = new MachineDevices({
     clock: vclock,
@@ -234,76 +261,92 @@ async function runSoft(): Promise<VmResult> {
   });
   platform.attach(dev.ports, dev.mmio);
   platform.rtc.setMemorySize(Math.min(c.memBytes, 0xc000_0000), Math.max(0, c.memBytes - 0xc000_0000));
-  const entry = load(memory, "i386", false);
-  const cpu = new SoftCpu({
+  const transports = attachVirtioDevices(specs, {
     memory,
-    ports: dev.ports,
     mmio: dev.mmio,
-    interrupts: platform,
-    clock: vclock,
-    tscHz: platform.tscHz,
-    apic: false,
-    platformMsrs: platform,
-    nmi: platform,
-    poll: () => {
-      const now = vclock.nowNs();
-      if (now >= platform.nextDeadlineNs()) platform.advance(now);
-    },
+    irqLine: (gsi) => platform.irqLine(gsi),
   });
-  cpu.loadEntryState(entry);
-  vclock.attach(cpu.cpu);
-  post({ t: "ready" });
-  const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;
-  let userspaceMs: number | undefined;
-  let lastTurn = performance.now();
-  for (;;) {
-    const stop = cpu.run(200_000);
-    feedInput(dev);
-    if (userspaceMs === undefined && dev.debugExit.userspaceStartedNs !== undefined) {
-      // The device saw virtual (instruction) time; boot-to-userspace is reported in wall time.
-      userspaceMs = performance.now() - started;
-      post({ t: "userspace", ms: userspaceMs });
-    }
-    const base = {
-      engine: "soft" as const,
-      instructions: cpu.cpu.instructions,
-      timedOut: false,
-      ...summary(dev, started, userspaceMs),
-    };
-    const byDevice = stopResult(why);
-    if (byDevice !== undefined) return { ...base, ...byDevice };
-    // Paused: wait (virtual time stands still, no instruction retires).
-    while (Atomics.load(control, 1) !== 0 && Atomics.load(control, 0) === 0) Atomics.wait(control, 1, 1, 100);
-    if (Atomics.load(control, 0) !== 0) return { ...base, reason: "stopped", detail: "stopped by the user" };
-    if (performance.now() > deadline) {
-      return { ...base, reason: "stopped", timedOut: true, detail: "the time limit was reached" };
-    }
-    if (stop.kind === "halted") {
-      // HLT with interrupts on: skip virtual time to the next timer deadline, but not past the
-      // host's clock: while virtual time is behind (the interpreter is slower than its nominal
-      // 100 MIPS, as during a boot) idling costs nothing; once it would run ahead, sleep (woken
-      // by console input), so an interactive guest's `sleep 1` still takes about a second.
-      const target = platform.nextDeadlineNs();
-      let hostNs = (performance.now() - started) * 1e6;
-      if (target > hostNs && !platform.hasInterrupt()) {
-        input.waitForData(Math.min((target - hostNs) / 1e6, 10));
-        hostNs = (performance.now() - started) * 1e6;
+  try {
+    return await runSoftCpu();
+  } finally {
+    for (const t of transports) t.close();
+  }
+
+  async function runSoftCpu(): Promise<VmResult> {
+    const entry = load(memory, "i386", apic);
+    const cpu = new SoftCpu({
+      memory,
+      ports: dev.ports,
+      mmio: dev.mmio,
+      interrupts: platform,
+      clock: vclock,
+      tscHz: platform.tscHz,
+      apic,
+      platformMsrs: platform,
+      nmi: platform,
+      poll: () => {
+        const now = vclock.nowNs();
+        if (now >= platform.nextDeadlineNs()) platform.advance(now);
+      },
+    });
+    cpu.loadEntryState(entry);
+    vclock.attach(cpu.cpu);
+    post({ t: "ready" });
+    const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;
+    let userspaceMs: number | undefined;
+    let lastTurn = performance.now();
+    for (;;) {
+      const stop = cpu.run(200_000);
+      feedInput(dev);
+      pollVirtio(transports, false);
+      if (userspaceMs === undefined && dev.debugExit.userspaceStartedNs !== undefined) {
+        // The device saw virtual (instruction) time; boot-to-userspace is reported in wall time.
+        userspaceMs = performance.now() - started;
+        post({ t: "userspace", ms: userspaceMs });
       }
-      vclock.skipTo(Math.min(target, Math.max(hostNs, vclock.nowNs())));
-      platform.advance(vclock.nowNs());
-    } else if (stop.kind === "shutdown") {
-      return { ...base, reason: "shutdown", detail: `${stop.reason}\n${stop.report}` };
-    } else if (stop.kind === "unimplemented") {
-      return {
-        ...base,
-        reason: "crash",
-        detail: `the soft CPU met an instruction it does not implement\n${stop.report}`,
+      const base = {
+        engine: "soft" as const,
+        instructions: cpu.cpu.instructions,
+        timedOut: false,
+        ...summary(dev, started, userspaceMs),
       };
-    }
-    // Yield now and then so the worker's housekeeping runs (console output needs no turn).
-    if (performance.now() - lastTurn > 1000) {
-      lastTurn = performance.now();
-      await new Promise((r) => setImmediate(r));
+      const byDevice = stopResult(why);
+      if (byDevice !== undefined) return { ...base, ...byDevice };
+      // Paused: wait (virtual time stands still, no instruction retires).
+      while (Atomics.load(control, 1) !== 0 && Atomics.load(control, 0) === 0)
+        Atomics.wait(control, 1, 1, 100);
+      if (Atomics.load(control, 0) !== 0)
+        return { ...base, reason: "stopped", detail: "stopped by the user" };
+      if (performance.now() > deadline) {
+        return { ...base, reason: "stopped", timedOut: true, detail: "the time limit was reached" };
+      }
+      if (stop.kind === "halted") {
+        // HLT with interrupts on: skip virtual time to the next timer deadline, but not past the
+        // host's clock: while virtual time is behind (the interpreter is slower than its nominal
+        // 100 MIPS, as during a boot) idling costs nothing; once it would run ahead, sleep (woken
+        // by console input), so an interactive guest's `sleep 1` still takes about a second.
+        const target = platform.nextDeadlineNs();
+        let hostNs = (performance.now() - started) * 1e6;
+        if (target > hostNs && !platform.hasInterrupt()) {
+          input.waitForData(Math.min((target - hostNs) / 1e6, 10));
+          hostNs = (performance.now() - started) * 1e6;
+        }
+        vclock.skipTo(Math.min(target, Math.max(hostNs, vclock.nowNs())));
+        platform.advance(vclock.nowNs());
+      } else if (stop.kind === "shutdown") {
+        return { ...base, reason: "shutdown", detail: `${stop.reason}\n${stop.report}` };
+      } else if (stop.kind === "unimplemented") {
+        return {
+          ...base,
+          reason: "crash",
+          detail: `the soft CPU met an instruction it does not implement\n${stop.report}`,
+        };
+      }
+      // Yield now and then so the worker's housekeeping runs (console output needs no turn).
+      if (performance.now() - lastTurn > 1000) {
+        lastTurn = performance.now();
+        await new Promise((r) => setImmediate(r));
+      }
     }
   }
 }

@@ -105,6 +105,39 @@ test("vm run without --engine probes the host, says which engine and why, and bo
   }
 });
 
+test("vm run --rng / --disk put a virtio-mmio device in slot 0 where the guest finds it", {
+  skip: kvmSkip ?? noKvm,
+}, () => {
+  const kernel = payloadKernel("virtio_probe_kernel")!;
+  const none = vessel(["--engine", "kvm", "--kernel", kernel, "--mem", "64M", "--", "true"]);
+  assert.equal(none.status, 0xff, none.stderr);
+  const rng = vessel(["--engine", "kvm", "--kernel", kernel, "--mem", "64M", "--rng", "--", "true"]);
+  assert.equal(rng.status, 4, rng.stderr);
+  const image = join(tmp, "disk.img");
+  writeFileSync(image, new Uint8Array(1 << 20));
+  const blk = vessel([
+    "--engine",
+    "kvm",
+    "--kernel",
+    kernel,
+    "--mem",
+    "64M",
+    "--disk",
+    `${image},ro`,
+    "--stats",
+    "--",
+    "true",
+  ]);
+  assert.equal(blk.status, 2, blk.stderr);
+  assert.match(blk.stderr, /virtio/);
+});
+
+test("vm run rejects a bad --disk with the syntax", () => {
+  const r = vessel(["--engine", "kvm", "--kernel", "/etc/hostname", "--disk", ",ro"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--disk needs an image path/);
+});
+
 test("vm run reports a guest that crashes (triple fault) with a register dump, and fails", {
   skip: kvmSkip ?? noKvm,
 }, () => {
