@@ -471,7 +471,10 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   for (const path of spec.linux?.maskedPaths ?? []) child.push(["maskpath", path]);
   for (const path of spec.linux?.readonlyPaths ?? []) child.push(["readonly", path]);
   if (spec.root?.readonly) child.push(["mount", "", "/", "", String(MS.BIND | MS.REMOUNT | MS.RDONLY), ""]);
-  if (p.terminal)
+  // A terminal without a console socket is only possible in the foreground (runc's rule); there
+  // the process gets the caller's stdio (runc would proxy a pty of its own instead).
+  checkTerminal(p, input);
+  if (p.terminal && input.consoleSocket)
     child.push(p.consoleSize ? ["pty", String(p.consoleSize.height), String(p.consoleSize.width)] : ["pty"]);
   else child.push(["setsid"]);
   const persona = personalityOf(spec);
@@ -483,6 +486,15 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   child.push(...hookOps(spec.hooks?.startContainer, input.hookState));
   child.push(...proc.after);
   return { cloneFlags, wait: input.wait, pre, post, child };
+}
+
+function checkTerminal(p: Process, input: { consoleSocket?: string; wait: boolean }): void {
+  if (p.terminal && !input.consoleSocket && !input.wait) {
+    throw new ContainerError(
+      "no_console_socket",
+      "cannot allocate tty if vessel-runc will detach without setting console socket (--console-socket)",
+    );
+  }
 }
 
 /** linux.personality (config-linux.md "Personality"): the execution domain for personality(2). */
@@ -534,7 +546,8 @@ export function buildExecPlan(input: ExecPlanInput): Plan {
     pre.push(["setns", `/proc/${input.initPid}/ns/${NS_PROC[t]}`, String(NS_FLAG[t])]);
   }
   pre.push(["dumpable", "0"]);
-  if (p.terminal) child.push(["pty"]);
+  checkTerminal(p, input);
+  if (p.terminal && input.consoleSocket) child.push(["pty"]);
   else child.push(["setsid"]);
   const proc = processOps(p, input.spec, input);
   child.push(...proc.before, ["ready"], ...proc.after);

@@ -16,6 +16,7 @@ const ALL_CAPS = (1n << 41n) - 1n;
 
 function plan(edit: (s: Spec) => void = () => {}) {
   const spec = defaultSpec();
+  spec.process!.terminal = false;
   spec.mounts = spec.mounts!.filter((m) => m.type !== "cgroup");
   edit(spec);
   return buildCreatePlan({
@@ -204,4 +205,33 @@ test("plans encode as length-prefixed op lists", () => {
   assert.equal(b.readUInt32LE(8), 1);
   assert.equal(b.readUInt32LE(12), 1, "one pre op");
   assert.equal(b.readUInt32LE(16), 2, "two args");
+});
+
+test("a terminal needs a console socket unless the run is in the foreground", () => {
+  assert.throws(
+    () => plan((s) => (s.process!.terminal = true)),
+    /cannot allocate tty .* without setting console socket/,
+  );
+  const spec = defaultSpec();
+  const base = {
+    spec,
+    bundle: "/b",
+    rootfs: "/b/rootfs",
+    cgroup: { version: 1 as const, paths: {} },
+    cgroupMounts: [],
+    noPivot: false,
+    noNewKeyring: false,
+    preserveFds: 0,
+    availableCaps: ALL_CAPS,
+    syncCreateRuntime: false,
+    hookState: "{}",
+  };
+  const fg = buildCreatePlan({ ...base, wait: true });
+  assert.equal(names(fg.child).includes("pty"), false, "foreground: the caller's terminal is used as is");
+  const withSocket = buildCreatePlan({ ...base, wait: false, consoleSocket: "/run/c.sock" });
+  assert.ok(names(withSocket.child).includes("pty"));
+  assert.deepEqual(
+    withSocket.pre.find((o) => o[0] === "console"),
+    ["console", "/run/c.sock"],
+  );
 });
