@@ -267,6 +267,42 @@ export function randomProgram(seed: number, length = 40): RandomProgram {
       lines.push(`${g.pick(["xadd", "cmpxchg"])} ${dst}, ${s.reg()}`);
       effect(ALL, 0);
     },
+    // string instructions over the data area, forward or backward, with and without REP
+    () => {
+      const kind = g.pick(["movs", "stos", "lods", "cmps", "scas"]);
+      const size = g.pick(["b", "w", "d"]);
+      const count = g.below(9);
+      const backward = g.below(3) === 0;
+      const at = (n: number) => `DATA+${(backward ? 128 + 48 : 0) + n}`;
+      lines.push(`mov esi, ${at(g.below(48))}`, `mov edi, ${at(64 + g.below(48))}`, `mov ecx, ${count}`);
+      lines.push(backward ? "std" : "cld");
+      const rep = kind === "cmps" || kind === "scas" ? g.pick(["", "repe ", "repne "]) : g.pick(["", "rep "]);
+      lines.push(`${rep}${kind}${size}`, "cld");
+      // CMPS/SCAS set the flags only if they ran at least once (REP with ECX = 0 runs none).
+      if ((kind === "cmps" || kind === "scas") && (rep === "" || count > 0)) effect(ALL, 0);
+    },
+    // conditional branches and LOOP over short forward skips
+    () => {
+      const label = `skip${lines.length}`;
+      if (g.below(2)) {
+        const [cc, reads] = g.pick(CONDS);
+        need(reads);
+        lines.push(`j${cc} ${label}`);
+      } else {
+        lines.push(`mov ecx, ${g.below(3)}`, `${g.pick(["loop", "jecxz"])} ${label}`);
+      }
+      // The ADD may be skipped: the flags it defines stay as undefined as they were.
+      lines.push(`add ${g.pick(R32)}, ${hex(g.value())}`, `${label}:`);
+    },
+    // XLAT and CMPXCHG8B on the data area
+    () => {
+      if (g.below(2)) {
+        lines.push(`mov ebx, DATA+${g.below(DATA_USED - 256 + 1)}`, "xlatb");
+      } else {
+        lines.push(`${g.below(2) ? "lock " : ""}cmpxchg8b [DATA+${g.below(DATA_USED - 8)}]`);
+        effect(ZF, 0);
+      }
+    },
     // flag instructions
     () => {
       switch (g.below(5)) {
