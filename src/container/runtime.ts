@@ -347,7 +347,8 @@ export class Runtime {
     const status = this.store.status(rec);
     const cgroup = cgroupManagerFromRecord(rec.cgroup);
     if (status !== "stopped") {
-      if (!opts.force) {
+      // runc deletes a created container (its init still waits on the fifo) without --force
+      if (!opts.force && status !== "created") {
         throw new ContainerError(
           "not_stopped",
           `cannot delete container "${id}" that is not stopped: ${status}`,

@@ -234,6 +234,16 @@ test("lifecycle: create, state, start, exec, pause, resume, kill, delete", { ski
   assertNothingLeft(b, id, s1.pid);
 });
 
+test("delete of a created container needs no --force (as runc)", { skip }, () => {
+  const b = bundle((s) => (s.process!.args = ["/bin/ctest", "sleep", "30"]));
+  const id = uniqueId("created");
+  assert.equal(vesselRunc(b, ["create", "--bundle", b.bundle, id]).status, 0);
+  const pid = (JSON.parse(vesselRunc(b, ["state", id]).stdout) as { pid: number }).pid;
+  const d = vesselRunc(b, ["delete", id]);
+  assert.equal(d.status, 0, d.stderr);
+  assertNothingLeft(b, id, pid);
+});
+
 test("delete --force kills a running container and removes everything", { skip }, () => {
   const b = bundle((s) => (s.process!.args = ["/bin/ctest", "sleep", "30"]));
   const id = uniqueId("force");
