@@ -7,7 +7,10 @@ import { describeError, UsageError, VesselError } from "../errors.js";
 const VERBS: Record<string, { file: string; summary: string }> = {
   "vm run": { file: "vm_run", summary: "boot a virtual machine (default: the default guest)" },
   "guest build": { file: "guest_build", summary: "build the default guest kernel and initramfs" },
-  container: { file: "container", summary: "run and manage containers (docker's verbs: run, ps, logs, exec, stop, rm, ...)" },
+  container: {
+    file: "container",
+    summary: "run and manage containers (docker's verbs: run, ps, logs, exec, stop, rm, ...)",
+  },
   image: { file: "image", summary: "build, list, save, load and import container images" },
   runtime: { file: "runtime", summary: "the OCI runtime, runc-compatible (also installed as vessel-runc)" },
 };
