@@ -118,7 +118,39 @@ export function randomX87Program(seed: number, steps = 24): RandomX87Program {
     /** Stores the status word under `mask` at out+30. */
     const status = (mask: number) =>
       lines.push("fnstsw ax", `and ax, 0x${mask.toString(16)}`, `mov ${o(30)}, ax`);
-    switch (g.below(11)) {
+    switch (g.below(13)) {
+      case 11: {
+        // FBLD of random BCD digits (valid, or with non-decimal nibbles) and back with FBSTP
+        const at = OPERANDS + 16 * (slot++ % 64);
+        for (let k = 0; k < 9; k++) {
+          const valid = g.below(8) !== 0;
+          view.setUint8(at + k, valid ? g.below(10) * 16 + g.below(10) : g.below(256));
+        }
+        view.setUint8(at + 9, g.below(2) ? 0x80 : 0);
+        lines.push(
+          `fbld [DATA+0x${at.toString(16)}]`,
+          `fst tword ${o(0)}`.replace("fst tword", "fld st0\nfstp tword"),
+        );
+        lines.push(`fbstp ${o(10)}`);
+        status(EXC | C1);
+        break;
+      }
+      case 12: {
+        // FICOM/FICOMP with integer operands, FUCOM/FUCOMP on registers
+        lines.push(operand());
+        if (g.below(2)) {
+          const at = OPERANDS + 16 * (slot++ % 64);
+          view.setUint32(at, g.next(), true);
+          lines.push(
+            `${g.pick(["ficom", "ficomp"])} ${g.pick(["word", "dword"])} [DATA+0x${at.toString(16)}]`,
+          );
+        } else {
+          lines.push(operand(), g.pick(["fucom st1", "fucomp st1", "fcom st1", "fcomp st1"]));
+        }
+        status(EXC | C0 | C1 | C2 | C3);
+        lines.push("fninit");
+        break;
+      }
       case 9: {
         // the constant ROM under the rounding control, and FXCH/FST ST(i)/FFREE on the stack
         lines.push(g.pick(["fld1", "fldz", "fldpi", "fldl2e", "fldl2t", "fldlg2", "fldln2"]), operand());
