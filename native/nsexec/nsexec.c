@@ -25,6 +25,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/audit.h>
+#include <linux/bpf.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
@@ -674,6 +675,38 @@ static void run_op(struct op *o) {
     int fd = open(o->argv[1], O_WRONLY | O_CLOEXEC);
     if (fd < 0) die("open %s", o->argv[1]);
     cgroup_fds[n_cgroup_fds++] = fd;
+  } else if (!strcmp(n, "devfilter")) {
+    /* devfilter CGROUPDIR PROGRAM: load the eBPF device filter compiled by device_filter.ts and
+     * attach it to a cgroup v2 directory (the kernel keeps it until the cgroup goes) */
+    need(o, 3);
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    a.insn_cnt = o->lens[2] / 8;
+    a.insns = (uint64_t)(uintptr_t)o->argv[2];
+    a.license = (uint64_t)(uintptr_t) "MIT";
+    int prog = syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a);
+    if (prog < 0) {
+      /* again with the verifier's log, to say why */
+      static char log[4096];
+      int saved = errno;
+      a.log_level = 1;
+      a.log_size = sizeof log;
+      a.log_buf = (uint64_t)(uintptr_t)log;
+      syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a);
+      errno = saved;
+      die("load the device filter (BPF_PROG_LOAD; verifier: %.300s)", log);
+    }
+    int cg = open(o->argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cg < 0) die("open cgroup %s", o->argv[1]);
+    memset(&a, 0, sizeof a);
+    a.target_fd = cg;
+    a.attach_bpf_fd = prog;
+    a.attach_type = BPF_CGROUP_DEVICE;
+    a.attach_flags = BPF_F_ALLOW_MULTI;
+    if (syscall(SYS_bpf, BPF_PROG_ATTACH, &a, sizeof a) < 0) die("attach the device filter to %s", o->argv[1]);
+    close(prog);
+    close(cg);
   } else if (!strcmp(n, "unshare")) {
     need(o, 2);
     if (unshare((int)num(o->argv[1])) < 0) die("unshare 0x%llx", num(o->argv[1]));

@@ -414,7 +414,7 @@ export class CgroupV2 implements CgroupManager {
     } catch {
       return;
     }
-    const wanted = available.filter((c) => ["cpu", "cpuset", "memory", "pids", "io", "hugetlb"].includes(c));
+    const wanted = available.filter((c) => ["cpu", "cpuset", "memory", "pids", "io"].includes(c));
     if (wanted.length === 0) return;
     const rel = this.dir.slice(this.mountpoint.length).split("/").filter(Boolean);
     let d = this.mountpoint;
@@ -465,8 +465,7 @@ export class CgroupV2 implements CgroupManager {
         throw new ContainerError("cgroup_unified", `unified key "${k}" is not a file name`);
       write(join(d, k), v);
     }
-    // Device rules on v2 need an eBPF program (BPF_CGROUP_DEVICE); not implemented: the
-    // container's /dev holds only the nodes the spec lists, which is the main protection.
+    // Device rules on v2 are an eBPF program (device_filter.ts), attached by the helper.
   }
 
   procsFiles(): string[] {

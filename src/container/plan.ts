@@ -199,6 +199,8 @@ export interface CreatePlanInput {
   syncCreateRuntime: boolean;
   /** state JSON handed to hooks that run inside the container (createContainer, startContainer) */
   hookState: string;
+  /** cgroup v2: the eBPF device filter (device_filter.ts) to attach to the container's cgroup */
+  deviceFilter?: Buffer;
 }
 
 function hookOps(hooks: readonly Hook[] | undefined, state: string): Op[] {
@@ -384,6 +386,8 @@ export function buildCreatePlan(input: CreatePlanInput): Plan {
   const child: Op[] = [];
   let cloneFlags = 0;
 
+  if (input.deviceFilter && input.cgroup.paths.unified)
+    pre.push(["devfilter", input.cgroup.paths.unified, input.deviceFilter]);
   // opened here, by the runtime's credentials, and inherited by the child (which, in a user
   // namespace, could not open a file in the root-only state directory)
   if (input.fifo) pre.push(["mkfifo", input.fifo, String(0o622)], ["fifoopen", input.fifo]);

@@ -146,16 +146,20 @@ export class Runtime {
     };
     try {
       writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
-      const mounts = hostCgroupMounts();
+      // VESSEL_RUNC_CGROUP2=<cgroup2 mount>: use that v2 hierarchy (tests on hybrid hosts)
+      const v2 = process.env.VESSEL_RUNC_CGROUP2;
+      const mounts = v2 ? [{ mountpoint: v2, controllers: [], version: 2 as const }] : hostCgroupMounts();
       cgroup = cgroupManagerFor(cgroupRelativePath(spec.linux?.cgroupsPath, id, this.systemdCgroup), mounts);
       rec.cgroup = cgroup.record;
       cgroup.create();
       const resources = spec.linux?.resources ?? {};
-      cgroup.apply(
-        resources.devices
-          ? { ...resources, devices: [...resources.devices, ...DEFAULT_DEVICE_RULES] }
-          : resources,
-      );
+      const deviceRules = resources.devices ? [...resources.devices, ...DEFAULT_DEVICE_RULES] : undefined;
+      cgroup.apply(deviceRules ? { ...resources, devices: deviceRules } : resources);
+      let deviceFilter: Buffer | undefined;
+      if (deviceRules && cgroup.record.version === 2) {
+        const { compileDeviceFilter, encodeEbpf } = await import("./device_filter.js");
+        deviceFilter = encodeEbpf(compileDeviceFilter(deviceRules));
+      }
       const hasRuntimeHooks =
         (spec.hooks?.prestart?.length ?? 0) + (spec.hooks?.createRuntime?.length ?? 0) > 0;
       const plan = buildCreatePlan({
@@ -172,6 +176,7 @@ export class Runtime {
         wait,
         availableCaps: availableCaps(),
         syncCreateRuntime: hasRuntimeHooks,
+        ...(deviceFilter ? { deviceFilter } : {}),
         hookState: this.hookState(rec, "created"),
       });
       this.log.debug(

@@ -491,3 +491,36 @@ test("the launcher needs no PATH and answers through the runtime server", { skip
   const direct = vesselRunc(b, ["state", "x"], { launcher: true, env: { VESSEL_RUNC_DIRECT: "1" } });
   assert.match(direct.stderr, /does not exist/);
 });
+
+test("cgroup v2: device rules are an eBPF program attached to the container's cgroup", { skip }, (t) => {
+  const v2 = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .find((l) => l.includes(" - cgroup2 "))
+    ?.split(" ")[4];
+  if (!v2) return t.skip("no cgroup2 hierarchy mounted");
+  const env = { ...process.env, VESSEL_RUNC_CGROUP2: v2 };
+  const b = bundle((s) => {
+    s.linux!.devices = [
+      { type: "c", path: "/dev/net/tun", major: 10, minor: 200, fileMode: 0o666, uid: 0, gid: 0 },
+    ];
+    s.linux!.resources = { devices: [{ allow: false, access: "rwm" }] };
+    s.process!.args = ["/bin/ctest", "write", "/dev/net/tun", "x"];
+  });
+  const denied = vesselRunc(b, ["run", "--bundle", b.bundle, uniqueId("v2dev")], { env });
+  assert.equal(denied.stdout, "error EPERM\n", denied.stderr);
+  rewriteSpec(b, (s) =>
+    s.linux!.resources!.devices!.push({ allow: true, type: "c", major: 10, minor: 200, access: "rw" }),
+  );
+  const allowed = vesselRunc(b, ["run", "--bundle", b.bundle, uniqueId("v2dev")], { env });
+  assert.doesNotMatch(
+    allowed.stdout,
+    /EPERM/,
+    "the open passes the filter (the write itself fails: no tun device set up)",
+  );
+  rewriteSpec(b, (s) => (s.process!.args = ["/bin/ctest", "write", "/dev/null", "x"]));
+  assert.equal(
+    vesselRunc(b, ["run", "--bundle", b.bundle, uniqueId("v2dev")], { env }).stdout,
+    "ok\n",
+    "default rules",
+  );
+});
