@@ -116,7 +116,8 @@ export function checkExpectations(c: OracleCase, input: SnippetInput, r: Snippet
   const vector = c.vector ?? END_VECTOR;
   if (r.vector !== vector) out.push(`ended with vector ${r.vector}, want ${vector}`);
   const errorCode = c.errorCode ?? (c.vector === undefined ? 0 : undefined);
-  if (errorCode !== undefined && r.errorCode !== errorCode) {
+  const mask = c.errorMask ?? -1;
+  if (errorCode !== undefined && (r.errorCode & mask) !== (errorCode & mask)) {
     out.push(`error code ${h(r.errorCode)}, want ${h(errorCode)}`);
   }
   const eip = LAYOUT.code + (c.eipOffset ?? (c.vector === undefined ? input.code.length - 1 : -1));
@@ -147,7 +148,7 @@ function masked(c: OracleCase, r: SnippetResult): SnippetResult {
   const data = r.data.slice();
   for (const [o, n] of c.ignoreData ?? []) data.fill(0, o, o + n);
   for (const f of c.floats ?? []) data.fill(0, f.offset, f.offset + 4);
-  return { ...r, data };
+  return { ...r, data, errorCode: (r.errorCode & (c.errorMask ?? -1)) >>> 0 };
 }
 
 export interface CaseReport {

@@ -16,7 +16,13 @@ import { kvmOracleSkipReason, runCompat32OnKvm } from "../../../../src/engines/k
 import { nasmUnavailable } from "./nasm.js";
 
 /** One instruction of each kind, probed for #UD. */
-const PROBES: Record<Need, string> = { x87: "fld1", bcd: "daa", "enter-nested": "enter 8, 1" };
+const PROBES: Record<Need, string> = {
+  x87: "fld1",
+  bcd: "daa",
+  "enter-nested": "enter 8, 1",
+  bound: "bound eax, [0x500000]",
+  into: "mov al, 0x7f\nadd al, 1\ninto",
+};
 import { assemble } from "./nasm.js";
 import {
   DATA_SIZE,
@@ -38,8 +44,8 @@ export class KvmRunner implements SnippetRunner {
     let p = this.probed.get(need);
     if (p === undefined) {
       p = this.run({ code: assemble(snippetSource(PROBES[need])) }).then((r) =>
-        r.vector === 6 && r.eip === LAYOUT.code
-          ? `KVM on this host raises #UD for \`${PROBES[need]}\` (its instruction emulator runs the snippets)`
+        r.vector === 6
+          ? `KVM on this host raises #UD for \`${PROBES[need].replace(/\n/g, "; ")}\` (its instruction emulator runs the snippets)`
           : null,
       );
       this.probed.set(need, p);
@@ -81,6 +87,7 @@ export class KvmRunner implements SnippetRunner {
       eip: fault.eip >>> 0,
       vector: fault.vector,
       errorCode: fault.errorCode >>> 0,
+      ...(fault.cr2 === undefined ? {} : { cr2: fault.cr2 >>> 0 }),
       data: r.data.slice(0, DATA_SIZE),
     };
   }

@@ -45,6 +45,8 @@ export interface SnippetResult {
   eip: number;
   vector: number;
   errorCode: number;
+  /** CR2 after a page fault (vector 14); compared only then. */
+  cr2?: number;
   data: Uint8Array;
 }
 
@@ -61,7 +63,7 @@ export interface SnippetRunner {
 }
 
 /** Instruction kinds some oracle hosts cannot run (see kvm_runner.ts). */
-export type Need = "x87" | "bcd" | "enter-nested";
+export type Need = "x87" | "bcd" | "enter-nested" | "bound" | "into";
 
 /** EFLAGS bits compared by default: the six arithmetic flags and DF. */
 export const FLAGS_COMPARED = 0x0cd5;
@@ -111,6 +113,9 @@ export function diffResults(
   if (a.eip >>> 0 !== b.eip >>> 0) out.push(`eip: ${hex(a.eip)} vs ${hex(b.eip)}`);
   if (a.vector === b.vector && a.errorCode !== b.errorCode) {
     out.push(`error code: ${hex(a.errorCode)} vs ${hex(b.errorCode)}`);
+  }
+  if (a.vector === 14 && b.vector === 14 && a.cr2 !== undefined && b.cr2 !== undefined && a.cr2 !== b.cr2) {
+    out.push(`cr2: ${hex(a.cr2)} vs ${hex(b.cr2)}`);
   }
   for (let i = 0; i < Math.min(a.data.length, b.data.length); i += 4) {
     const x = a.data.subarray(i, i + 4);

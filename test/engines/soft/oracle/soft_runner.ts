@@ -8,7 +8,8 @@
  *
  * Memory map (below the snippet's LAYOUT): GDT 0x1000, IDT 0x2000, TSS 0x3000, initial registers
  * 0x6000, bootstrap 0x7000, exception stubs 0x7800 (16 bytes each), ring-0 stack top 0x9000.
- * Paging is off: the soft-only protection/paging tests build their own page tables.
+ * Paging: identity map of 0-8 MiB (page directory 0x10000, tables 0x11000), user pages only for
+ * the snippet's 0x400000-0x5fffff, as under the KVM oracle.
  */
 import { MmioBus } from "../../../../src/bus/mmio_bus.js";
 import { PortBus } from "../../../../src/bus/port_bus.js";
@@ -34,6 +35,8 @@ const STUBS = 0x7800;
 const INIT = 0x6000;
 const BOOT = 0x7000;
 const RING0_STACK = 0x9000;
+const PD = 0x10000;
+const PT = 0x11000;
 const MEMORY_SIZE = 8 << 20;
 
 /** Vectors that push an error code (SDM vol. 3 table 6-1). */
@@ -62,6 +65,11 @@ pm:
   lidt [idtr]
   mov ax, 0x28
   ltr ax
+  mov eax, 0x${PD.toString(16)}              ; paging: the snippet's pages are the only user pages
+  mov cr3, eax
+  mov eax, cr0
+  or eax, 0x80010000                    ; PG | WP
+  mov cr0, eax
   push dword 0x23                       ; SS
   push dword [0x${(INIT + 16).toString(16)}]   ; ESP
   push dword [0x${(INIT + 32).toString(16)}]   ; EFLAGS
@@ -172,11 +180,22 @@ export function buildSoftMachine(boot: Uint8Array): SoftMachine {
     const target = STUBS + 16 * v;
     // 32-bit interrupt gate, DPL 0, selector 0x08 (SDM vol. 3 fig. 6-2).
     memory.writeU32(IDT + 8 * v, ((0x08 << 16) | (target & 0xffff)) >>> 0);
-    memory.writeU32(IDT + 8 * v + 4, ((target & 0xffff0000) | 0x8e00) >>> 0);
+    // INT3 and INTO are callable from ring 3 (DPL 3), as in Linux; the others DPL 0.
+    const dpl = v === 3 || v === 4 ? 0x6000 : 0;
+    memory.writeU32(IDT + 8 * v + 4, ((target & 0xffff0000) | 0x8e00 | dpl) >>> 0);
   }
   memory.writeU32(TSS + 4, RING0_STACK);
   memory.writeU32(TSS + 8, 0x10);
   memory.writeU16(TSS + 0x66, 0x68);
+  // Identity paging of 0-8 MiB; only LAYOUT.code .. LAYOUT.stackTop is user-accessible, as
+  // under the KVM oracle and in a host process (other ring-3 accesses take #PF).
+  memory.writeU32(PD, PT | 7);
+  memory.writeU32(PD + 4, (PT + 0x1000) | 7);
+  for (let i = 0; i < 2048; i++) {
+    const page = i << 12;
+    const user = page >= LAYOUT.code && page < LAYOUT.stackTop ? 4 : 0;
+    memory.writeU32(PT + 4 * i, page | user | 3);
+  }
   soft.loadEntryState(flatEntry(BOOT));
   return { soft, cpu, memory };
 }
@@ -231,6 +250,7 @@ export class SoftRunner implements SnippetRunner {
       eip: frame(2),
       vector: frame(0),
       errorCode: frame(1),
+      cr2: cpu.cr2 >>> 0,
       data: memory.slice(LAYOUT.data, DATA_SIZE).slice(),
     };
   }
