@@ -4,7 +4,7 @@
  * podman runs the runtime with no PATH, several times per container. This launcher finds node
  * and the runtime by the absolute paths recorded when it was built, and avoids a Node start-up
  * per call: it hands its working directory and arguments to the runtime server
- * (src/container/server.ts, started here on first use) over /run/vessel-runc.sock and prints
+ * (src/container/server.ts, started here on first use) over /run/vessel-runc-<hash>.sock and prints
  * what the server answers ("stdout LEN", "stderr LEN", then "exit N"). When the server answers
  * "exec-helper", the launcher becomes vessel-nsexec on the same connection, so the container's
  * init is this process's child (podman's conmon, a subreaper, then inherits it, as with runc).
@@ -28,8 +28,16 @@
 #if !defined(NODE_BIN) || !defined(ENTRY_SCRIPT) || !defined(SERVER_SCRIPT) || !defined(NSEXEC_BIN)
 #error "NODE_BIN, ENTRY_SCRIPT, SERVER_SCRIPT and NSEXEC_BIN must be defined (see Makefile)"
 #endif
-#define SOCKET_PATH "/run/vessel-runc.sock"
 #define PROTOCOL "1"
+
+/* One server per checkout: the socket is named by a hash of the server script's path (FNV-1a,
+ * the same in src/container/server.ts), so two checkouts on a host never answer each other. */
+static char socket_path[108];
+static void make_socket_path(void) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)SERVER_SCRIPT; *p; p++) h = (h ^ *p) * 16777619u;
+  snprintf(socket_path, sizeof socket_path, "/run/vessel-runc-%08x.sock", h);
+}
 
 static char **g_argv;
 static int g_argc;
@@ -51,7 +59,7 @@ static int try_connect(void) {
   int fd = socket(AF_UNIX, SOCK_STREAM, 0); /* no CLOEXEC: it may become the helper's channel */
   if (fd < 0) return -1;
   struct sockaddr_un a = {.sun_family = AF_UNIX};
-  strcpy(a.sun_path, SOCKET_PATH);
+  strcpy(a.sun_path, socket_path);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
   close(fd);
   return -1;
@@ -132,6 +140,7 @@ static const char *command_of(int argc, char **argv) {
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
+  make_socket_path();
   const char *direct = getenv("VESSEL_RUNC_DIRECT");
   if ((direct && *direct && strcmp(direct, "0")) || geteuid() != 0) run_direct();
   int fd = try_connect();

@@ -17,7 +17,17 @@ import { type Request, requestContext } from "./request.js";
  * container's cgroup), listening on a root-only socket; exits after IDLE_MS without calls, or
  * after the call in progress when its own code was rebuilt.
  */
-export const SERVER_SOCKET = "/run/vessel-runc.sock";
+/**
+ * The socket of this checkout's server: /run/vessel-runc-<FNV-1a of server_main.js's path>.sock,
+ * computed the same way by the launcher, so that two checkouts on one host stay apart.
+ */
+export function serverSocketPath(
+  script = fileURLToPath(new URL("./server_main.js", import.meta.url)),
+): string {
+  let h = 2166136261;
+  for (const byte of Buffer.from(script)) h = Math.imul(h ^ byte, 16777619) >>> 0;
+  return `/run/vessel-runc-${h.toString(16).padStart(8, "0")}.sock`;
+}
 const IDLE_MS = 120_000;
 const VERSION = 1;
 
@@ -63,7 +73,7 @@ function moveToRootCgroups(): void {
   }
 }
 
-export async function serve(socketPath = SERVER_SOCKET): Promise<void> {
+export async function serve(socketPath = serverSocketPath()): Promise<void> {
   const { run } = await import("../cli/runtime.js");
   // tsc rewrites this file on every build: a newer one means this server runs stale code
   const codeFile = fileURLToPath(new URL("../../.tsbuildinfo", import.meta.url));
