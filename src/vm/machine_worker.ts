@@ -290,6 +290,10 @@ async function runSoft(): Promise<VmResult> {
       },
     });
     cpu.loadEntryState(entry);
+    // The KVM paravirtual CPU interface (CPUID signature, kvmclock, hypercalls): Linux then
+    // takes its clock and TSC frequency from the VMM instead of calibrating against the PIT.
+    const { SoftParavirt } = await import("../engines/soft/paravirt.js");
+    cpu.cpu.paravirt = new SoftParavirt(memory);
     vclock.attach(cpu.cpu);
     post({ t: "ready" });
     const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;

@@ -13,6 +13,7 @@ import type { PortBus } from "../../bus/port_bus.js";
 import type { GuestMemory } from "../../memory/guest_memory.js";
 import { Fpu } from "./fpu/fpu.js";
 import type { Insn } from "./insn.js";
+import type { SoftParavirt } from "./paravirt.js";
 import { Cr0, Cr4, Flag, Pte, Reg, Seg, Vec } from "./registers.js";
 
 /** The one object thrown for a CPU exception; vector and error code are on the `Cpu`. */
@@ -115,6 +116,8 @@ export class Cpu {
   /** CPUID feature switches for devices and units that exist (local APIC, FXSAVE). */
   cpuidApic = true;
   cpuidFxsr = true;
+  /** The KVM paravirtual interface (paravirt.ts): CPUID 0x4000000x, kvmclock MSRs, VMCALL. */
+  paravirt: SoftParavirt | undefined = undefined;
 
   // ---- execution state
   /** EIP and ESP at the start of the current instruction (restored when it faults). */

@@ -299,7 +299,7 @@ export function rdmsr(c: Cpu): void {
   const n = c.regs[Reg.ECX]! >>> 0;
   let lo = 0;
   let hi = 0;
-  const platform = c.platformMsrs?.readMsr(n);
+  const platform = c.platformMsrs?.readMsr(n) ?? c.paravirt?.readMsr(c, n);
   if (platform !== undefined) {
     c.regs[Reg.EAX] = Number(platform & 0xffffffffn);
     c.regs[Reg.EDX] = Number(platform >> 32n);
@@ -344,13 +344,16 @@ export function wrmsr(c: Cpu): void {
   const hi = c.regs[Reg.EDX]! >>> 0;
   if (c.platformMsrs?.writeMsr(n, (BigInt(hi) << 32n) | BigInt(lo >>> 0)) === true) {
     if (n === MSR_TSC) c.tscOffset = hi * 0x100000000 + (lo >>> 0) - (readTsc(c) - c.tscOffset);
+    if (n === MSR_TSC) c.paravirt?.updateSystemTime(c);
     return;
   }
+  if (c.paravirt?.writeMsr(c, n, (BigInt(hi) << 32n) | BigInt(lo >>> 0)) === true) return;
   switch (n) {
     case MSR_TSC: {
       const want = hi * 0x100000000 + (lo >>> 0);
       c.tscOffset = 0;
       c.tscOffset = want - readTsc(c);
+      c.paravirt?.updateSystemTime(c);
       return;
     }
     case MSR_BIOS_SIGN_ID:
@@ -382,6 +385,11 @@ const VENDOR = [0x756e6547, 0x49656e69, 0x6c65746e];
  */
 export function cpuid(c: Cpu): void {
   const leaf = c.regs[Reg.EAX]! >>> 0;
+  const pv = c.paravirt?.cpuid(leaf);
+  if (pv !== undefined) {
+    [c.regs[Reg.EAX], c.regs[Reg.EBX], c.regs[Reg.ECX], c.regs[Reg.EDX]] = pv;
+    return;
+  }
   let a = 0;
   let b = 0;
   let cx = 0;
@@ -408,6 +416,7 @@ export function cpuid(c: Cpu): void {
     d = FPU | PSE | TSC | MSR | PAE | CX8 | SEP | PGE | CMOV;
     if (c.cpuidApic) d |= APIC;
     if (c.cpuidFxsr) d |= FXSR;
+    if (c.paravirt !== undefined) cx |= 1 << 31; // hypervisor present: look at 0x40000000
   } else if (leaf === 0x80000000) {
     a = 0x80000000;
   }

@@ -9,6 +9,7 @@ import * as A from "./insn_alu.js";
 import * as C from "./insn_control.js";
 import * as S from "./insn_string.js";
 import * as Y from "./insn_system.js";
+import { vmcallOr } from "./paravirt.js";
 
 /** Immediate / operand forms (SDM vol. 2 appendix A.2 operand codes). */
 export const enum Form {
@@ -284,10 +285,10 @@ two(
 two(
   0x01,
   group("grp7", [
-    rm("sgdt Ms", Form.NONE, Y.sgdt_sidt, { memOnly: true }),
+    rm("sgdt Ms | vmcall", Form.NONE, vmcallOr(Y.sgdt_sidt)),
     rm("sidt Ms", Form.NONE, Y.sgdt_sidt, { memOnly: true }),
     rm("lgdt Ms", Form.NONE, Y.lgdt_lidt, { memOnly: true }),
-    rm("lidt Ms", Form.NONE, Y.lgdt_lidt, { memOnly: true }),
+    rm("lidt Ms | vmmcall", Form.NONE, vmcallOr(Y.lgdt_lidt)),
     rm("smsw Ew", Form.NONE, Y.smsw),
     undefined,
     rm("lmsw Ew", Form.NONE, Y.lmsw, END),
