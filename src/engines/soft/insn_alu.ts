@@ -128,6 +128,23 @@ export function alu_rm_imm(c: Cpu, i: Insn): void {
   c.write(a, s, alu(c, op, s, c.read(a, s), i.imm));
 }
 
+/** Group 1 with a 32-bit operand (81, 83): the common `add esp, 8` / `cmp eax, 3` forms. */
+export function alu_rm32_imm(c: Cpu, i: Insn): void {
+  const op = i.reg;
+  if (!i.isMem) {
+    const r = alu(c, op, 4, c.regs[i.rm]!, i.imm);
+    if (op !== 7) c.regs[i.rm] = r;
+    return;
+  }
+  const a = lin(c, i);
+  if (op === 7) {
+    alu(c, op, 4, c.read32(a), i.imm);
+    return;
+  }
+  c.checkWrite(a, 4);
+  c.write32(a, alu(c, op, 4, c.read32(a), i.imm));
+}
+
 export function test_rm_r(c: Cpu, i: Insn): void {
   alu(c, 4, i.size, readRm(c, i, i.size), c.getReg(i.size, i.reg));
 }
@@ -154,6 +171,11 @@ function incdec(c: Cpu, a: number, size: number, dec: boolean): number {
 export function incdec_r(c: Cpu, i: Insn): void {
   const r = i.opcode & 7;
   c.setReg(i.size, r, incdec(c, c.getReg(i.size, r), i.size, (i.opcode & 8) !== 0));
+}
+
+export function incdec_r32(c: Cpu, i: Insn): void {
+  const r = i.opcode & 7;
+  c.regs[r] = incdec(c, c.regs[r]!, 4, (i.opcode & 8) !== 0);
 }
 
 /** Group 4/5 /0 /1: INC/DEC Eb/Ev. */
@@ -277,6 +299,26 @@ function imulTrunc(c: Cpu, s: number, a: number, b: number): number {
   c.setFlagsOther(r, s << 3, f, f);
   return r;
 }
+/**
+ * 32-bit two- and three-operand IMUL: the low half by Math.imul; CF=OF=1 when the exact product
+ * differs from it (a double product above 2^53 is inexact but then surely differs from an int32).
+ */
+export function imul_r32_rm32(c: Cpu, i: Insn): void {
+  const a = c.regs[i.reg]!;
+  const b = i.isMem ? c.read32(lin(c, i)) : c.regs[i.rm]!;
+  const r = Math.imul(a, b);
+  const f = a * b !== r ? 1 : 0;
+  c.setFlagsOther(r, 32, f, f);
+  c.regs[i.reg] = r;
+}
+export function imul_r32_rm32_imm(c: Cpu, i: Insn): void {
+  const a = i.isMem ? c.read32(lin(c, i)) : c.regs[i.rm]!;
+  const r = Math.imul(a, i.imm);
+  const f = a * i.imm !== r ? 1 : 0;
+  c.setFlagsOther(r, 32, f, f);
+  c.regs[i.reg] = r;
+}
+
 /** 0F AF IMUL Gv,Ev. */
 export function imul_r_rm(c: Cpu, i: Insn): void {
   c.setReg(i.size, i.reg, imulTrunc(c, i.size, c.getReg(i.size, i.reg), readRm(c, i, i.size)));
@@ -449,6 +491,30 @@ function shiftRm(c: Cpu, i: Insn, count: number): void {
 export function shift_rm_imm(c: Cpu, i: Insn): void {
   shiftRm(c, i, i.imm);
 }
+/** C1 /4 /5 /7 with a register: SHL, SHR, SAR r32, imm8 without the generic path. */
+export function shift_rm32_imm(c: Cpu, i: Insn): void {
+  const count = i.imm & 31;
+  const op = i.reg;
+  if (i.isMem || count === 0 || op < 4) {
+    shiftRm(c, i, i.imm);
+    return;
+  }
+  const a = c.regs[i.rm]!;
+  let r: number;
+  if (op === 5) {
+    r = a >>> count;
+    c.setFlagsOther(r, 32, (a >>> (count - 1)) & 1, a >>> 31);
+  } else if (op === 7) {
+    r = a >> count;
+    c.setFlagsOther(r, 32, (a >> (count - 1)) & 1, 0);
+  } else {
+    r = a << count;
+    const cf = (a >>> (32 - count)) & 1;
+    c.setFlagsOther(r, 32, cf, (r >>> 31) ^ cf);
+  }
+  c.regs[i.rm] = r;
+}
+
 export function shift_rm_1(c: Cpu, i: Insn): void {
   shiftRm(c, i, 1);
 }
@@ -668,6 +734,21 @@ export function movx_r_rm(c: Cpu, i: Insn): void {
   if ((i.opcode & 8) !== 0) v = srcSize === 1 ? (v << 24) >> 24 : (v << 16) >> 16;
   c.setReg(i.size, i.reg, v);
 }
+export function movzx_r32_rm8(c: Cpu, i: Insn): void {
+  c.regs[i.reg] = i.isMem ? c.read8(lin(c, i)) : c.regs8[((i.rm & 3) << 2) | (i.rm >> 2)]!;
+}
+export function movzx_r32_rm16(c: Cpu, i: Insn): void {
+  c.regs[i.reg] = i.isMem ? c.read16(lin(c, i)) : c.regs16[i.rm << 1]!;
+}
+export function movsx_r32_rm8(c: Cpu, i: Insn): void {
+  const v = i.isMem ? c.read8(lin(c, i)) : c.regs8[((i.rm & 3) << 2) | (i.rm >> 2)]!;
+  c.regs[i.reg] = (v << 24) >> 24;
+}
+export function movsx_r32_rm16(c: Cpu, i: Insn): void {
+  const v = i.isMem ? c.read16(lin(c, i)) : c.regs16[i.rm << 1]!;
+  c.regs[i.reg] = (v << 16) >> 16;
+}
+
 export function xchg_rm_r(c: Cpu, i: Insn): void {
   const s = i.size;
   const r = c.getReg(s, i.reg);

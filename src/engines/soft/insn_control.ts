@@ -102,6 +102,16 @@ export function int3(c: Cpu): void {
 export function into(c: Cpu): void {
   if (c.getOF()) deliverInterrupt(c, Vec.OF, true, -1);
 }
+/** 62 BOUND Gv, Ma: #BR (a fault) when the signed index is outside [lower, upper]. */
+export function bound(c: Cpu, i: Insn): void {
+  if (!i.isMem) c.ud();
+  const a = lin(c, i);
+  const s = i.size;
+  const lower = s === 4 ? c.read32(a) : (c.read16(a) << 16) >> 16;
+  const upper = s === 4 ? c.read32((a + 4) | 0) : (c.read16((a + 2) | 0) << 16) >> 16;
+  const index = s === 4 ? c.regs[i.reg]! : (c.regs16[i.reg << 1]! << 16) >> 16;
+  if (index < lower || index > upper) c.fault(Vec.BR);
+}
 /** CF IRET. */
 export function iret_(c: Cpu, i: Insn): void {
   iret(c, i.size);

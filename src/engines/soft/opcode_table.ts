@@ -106,17 +106,18 @@ one(0x3f, op("aas", Form.NONE, A.aaa));
 
 // ---- 40-6F
 for (let r = 0; r < 8; r++) {
-  one(0x40 + r, op("inc r", Form.NONE, A.incdec_r));
-  one(0x48 + r, op("dec r", Form.NONE, A.incdec_r));
+  one(0x40 + r, op("inc r", Form.NONE, A.incdec_r, { h32: A.incdec_r32 }));
+  one(0x48 + r, op("dec r", Form.NONE, A.incdec_r, { h32: A.incdec_r32 }));
   one(0x50 + r, op("push r", Form.NONE, C.push_r, { h32: C.push_r32 }));
   one(0x58 + r, op("pop r", Form.NONE, C.pop_r, { h32: C.pop_r32 }));
 }
 one(0x60, op("pusha", Form.NONE, C.pusha));
 one(0x61, op("popa", Form.NONE, C.popa));
+one(0x62, rm("bound Gv,Ma", Form.NONE, C.bound));
 one(0x68, op("push Iz", Form.IZ, C.push_imm));
-one(0x69, rm("imul Gv,Ev,Iz", Form.E_IZ, A.imul_r_rm_imm));
+one(0x69, rm("imul Gv,Ev,Iz", Form.E_IZ, A.imul_r_rm_imm, { h32: A.imul_r32_rm32_imm }));
 one(0x6a, op("push Ib", Form.IB, C.push_imm));
-one(0x6b, rm("imul Gv,Ev,Ib", Form.E_IB, A.imul_r_rm_imm));
+one(0x6b, rm("imul Gv,Ev,Ib", Form.E_IB, A.imul_r_rm_imm, { h32: A.imul_r32_rm32_imm }));
 one(0x6c, op("insb", Form.NONE, S.ins, B));
 one(0x6d, op("ins", Form.NONE, S.ins));
 one(0x6e, op("outsb", Form.NONE, S.outs, B));
@@ -181,10 +182,10 @@ for (let r = 0; r < 8; r++) {
 }
 
 // ---- C0-CF
-const grp2 = (byte: boolean, form: Form, h: typeof A.shift_rm_1) =>
-  SHIFTS.map((n) => rm(n, form, h, byte ? B : {}));
+const grp2 = (byte: boolean, form: Form, h: typeof A.shift_rm_1, h32?: typeof A.shift_rm_1) =>
+  SHIFTS.map((n) => rm(n, form, h, byte ? B : h32 !== undefined ? { h32 } : {}));
 one(0xc0, group("grp2 Eb,Ib", grp2(true, Form.E_IB, A.shift_rm_imm)));
-one(0xc1, group("grp2 Ev,Ib", grp2(false, Form.E_IB, A.shift_rm_imm)));
+one(0xc1, group("grp2 Ev,Ib", grp2(false, Form.E_IB, A.shift_rm_imm, A.shift_rm32_imm)));
 one(0xc2, op("ret Iw", Form.IW, C.ret, END));
 one(0xc3, op("ret", Form.NONE, C.ret, END));
 one(0xc4, rm("les Gv,Mp", Form.NONE, Y.lxs));
@@ -341,15 +342,15 @@ two(
     rm("sfence", Form.NONE, Y.fence, { regOnly: true }),
   ]),
 );
-two(0xaf, rm("imul Gv,Ev", Form.NONE, A.imul_r_rm));
+two(0xaf, rm("imul Gv,Ev", Form.NONE, A.imul_r_rm, { h32: A.imul_r32_rm32 }));
 two(0xb0, rm("cmpxchg Eb,Gb", Form.NONE, A.cmpxchg_rm_r, B));
 two(0xb1, rm("cmpxchg Ev,Gv", Form.NONE, A.cmpxchg_rm_r));
 two(0xb2, rm("lss Gv,Mp", Form.NONE, Y.lxs));
 two(0xb3, rm("btr Ev,Gv", Form.NONE, A.bt_rm_r));
 two(0xb4, rm("lfs Gv,Mp", Form.NONE, Y.lxs));
 two(0xb5, rm("lgs Gv,Mp", Form.NONE, Y.lxs));
-two(0xb6, rm("movzx Gv,Eb", Form.NONE, A.movx_r_rm));
-two(0xb7, rm("movzx Gv,Ew", Form.NONE, A.movx_r_rm));
+two(0xb6, rm("movzx Gv,Eb", Form.NONE, A.movx_r_rm, { h32: A.movzx_r32_rm8 }));
+two(0xb7, rm("movzx Gv,Ew", Form.NONE, A.movx_r_rm, { h32: A.movzx_r32_rm16 }));
 two(
   0xba,
   group("grp8 Ev,Ib", [
@@ -366,8 +367,8 @@ two(
 two(0xbb, rm("btc Ev,Gv", Form.NONE, A.bt_rm_r));
 two(0xbc, rm("bsf Gv,Ev", Form.NONE, A.bsf_r_rm));
 two(0xbd, rm("bsr Gv,Ev", Form.NONE, A.bsr_r_rm));
-two(0xbe, rm("movsx Gv,Eb", Form.NONE, A.movx_r_rm));
-two(0xbf, rm("movsx Gv,Ew", Form.NONE, A.movx_r_rm));
+two(0xbe, rm("movsx Gv,Eb", Form.NONE, A.movx_r_rm, { h32: A.movsx_r32_rm8 }));
+two(0xbf, rm("movsx Gv,Ew", Form.NONE, A.movx_r_rm, { h32: A.movsx_r32_rm16 }));
 two(0xc0, rm("xadd Eb,Gb", Form.NONE, A.xadd_rm_r, B));
 two(0xc1, rm("xadd Ev,Gv", Form.NONE, A.xadd_rm_r));
 two(0xc7, group("grp9", [undefined, rm("cmpxchg8b Mq", Form.NONE, A.cmpxchg8b, { memOnly: true })]));
