@@ -420,6 +420,23 @@ describe("x87 state images", () => {
     assert.equal(mem.readU32(B + 16), (0x0c1 << 16) | 0x23);
   });
 
+  it("keeps FIP/FCS/FOP/FDP of the last non-control instruction (SDM vol. 1, 8.1.8)", () => {
+    const { fpu, mem, x } = setup();
+    fpu.ip = 0x100;
+    fpu.cs = 0x1b;
+    mem.view.setFloat64(A, 2, true);
+    x(0xdd, m(0)); // fld qword [A]
+    fpu.ip = 0x106;
+    x(0xd9, 0xc9); // fxch st1 (register form: FDP stays)
+    fpu.ip = 0x108;
+    fpu.cs = 0x99;
+    x(0xd9, m(6), B); // fnstenv [B]: a control instruction, its own address is not kept
+    assert.equal(mem.readU32(B + 12), 0x106);
+    assert.equal(mem.readU32(B + 16), (0x1c9 << 16) | 0x1b);
+    assert.equal(mem.readU32(B + 20), A);
+    assert.equal(fpu.ip, 0x106);
+  });
+
   it("round-trips the stack through FNSAVE/FRSTOR and reinitializes", () => {
     const { fpu, mem, x } = setup();
     x(0xd9, 0xeb); // fldpi

@@ -11,9 +11,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { loadRunners, runCase, skipReason } from "./harness.js";
 import type { OracleCase } from "./cases.js";
-import { randomProgram } from "./random_program.js";
+import { assemble } from "./nasm.js";
+import { Prng, randomProgram } from "./random_program.js";
 import { randomX87Program } from "./random_x87.js";
-import { AF } from "./snippet.js";
+import { AF, snippetSource } from "./snippet.js";
 
 const runners = await loadRunners();
 const skip = skipReason(runners);
@@ -84,4 +85,74 @@ test(`random x87 programs agree between runners (${seeds.length} programs)`, asy
   if (runners.available.length - notes.length < 2)
     t.diagnostic("only one runner can run x87 here: nothing to compare");
   assert.deepEqual(failures, [], failures.join("\n\n"));
+});
+
+/** Distance in units in the last place between two doubles (through their ordered bit patterns). */
+function ulps64(a: number, b: number): number {
+  if (a === b) return 0;
+  if (Number.isNaN(a) || Number.isNaN(b))
+    return Number.isNaN(a) && Number.isNaN(b) ? 0 : Number.POSITIVE_INFINITY;
+  const v = new DataView(new ArrayBuffer(8));
+  const key = (x: number) => {
+    v.setFloat64(0, x, true);
+    const bits = v.getBigInt64(0, true);
+    return bits < 0n ? -(bits & 0x7fffffffffffffffn) : bits;
+  };
+  const d = key(a) - key(b);
+  return Number(d < 0n ? -d : d);
+}
+
+test("x87 transcendental instructions agree with the hardware within 4 ulps of a double", async (t) => {
+  if (skip) {
+    t.skip(skip);
+    return;
+  }
+  const soft = runners.available.find((r) => r.name === "soft");
+  const oracle = [];
+  for (const r of runners.available) if (r !== soft && (await r.cannot?.("x87")) == null) oracle.push(r);
+  const hw = oracle[0];
+  if (soft === undefined || hw === undefined) {
+    t.skip("no runner here executes x87 on the hardware");
+    return;
+  }
+  // F2XM1 |x| <= 1, FYL2X x > 0, FYL2XP1 |x| < 1 - sqrt(2)/2, FPATAN any, FSIN/FCOS/FPTAN |x| < 64
+  // (the hardware reduces larger arguments with a 66-bit pi: a documented precision difference).
+  const ops: [string, (g: Prng) => number][] = [
+    ["f2xm1", (g) => (g.next() / 0x100000000) * 2 - 1],
+    ["fld1\nfxch\nfyl2x", (g) => (g.next() / 0x100000000) * 1000 + 1e-3],
+    ["fld1\nfxch\nfyl2xp1", (g) => (g.next() / 0x100000000) * 0.58 - 0.29],
+    ["fld1\nfpatan", (g) => (g.next() / 0x100000000) * 20 - 10],
+    ["fsin", (g) => (g.next() / 0x100000000) * 128 - 64],
+    ["fcos", (g) => (g.next() / 0x100000000) * 128 - 64],
+    ["fptan\nfstp st0", (g) => (g.next() / 0x100000000) * 3 - 1.5],
+  ];
+  const g = new Prng(seeds[0] ?? 1);
+  const lines = ["fninit"];
+  const data = new Uint8Array(4096);
+  const view = new DataView(data.buffer);
+  const n = 200;
+  const what: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const [op, arg] = ops[i % ops.length]!;
+    const x = arg(g);
+    view.setFloat64(8 * i, x, true);
+    lines.push(`fld qword [DATA+${8 * i}]`, op, `fstp qword [DATA+${2048 + 8 * i}]`);
+    what.push(`${op.replace(/\n/g, "; ")}(${x})`);
+  }
+  const input = { code: assemble(snippetSource(lines.join("\n"))), data };
+  const a = await soft.run(input);
+  const b = await hw.run(input);
+  const bad: string[] = [];
+  let worst = 0;
+  const av = new DataView(a.data.buffer, a.data.byteOffset);
+  const bv = new DataView(b.data.buffer, b.data.byteOffset);
+  for (let i = 0; i < n; i++) {
+    const x = av.getFloat64(2048 + 8 * i, true);
+    const y = bv.getFloat64(2048 + 8 * i, true);
+    const d = ulps64(x, y);
+    worst = Math.max(worst, d);
+    if (d > 4) bad.push(`${what[i]}: soft ${x} vs ${hw.name} ${y}`);
+  }
+  t.diagnostic(`largest difference from ${hw.name}: ${worst} ulp of a double over ${n} results`);
+  assert.deepEqual(bad, []);
 });
