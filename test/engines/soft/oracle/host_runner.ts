@@ -16,7 +16,7 @@
  * Needs a kernel that runs i386 binaries (CONFIG_IA32_EMULATION) on an x86 host.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { arch, tmpdir } from "node:os";
 import { join } from "node:path";
 import { assemble, nasmUnavailable } from "./nasm.js";
@@ -144,7 +144,11 @@ export class HostRunner implements SnippetRunner {
   }
 
   async run(input: SnippetInput): Promise<SnippetResult> {
-    this.dir ??= mkdtempSync(join(tmpdir(), "vessel-host-oracle-"));
+    if (this.dir === undefined) {
+      const dir = mkdtempSync(join(tmpdir(), "vessel-host-oracle-"));
+      process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+      this.dir = dir;
+    }
     const regs: Regs = {
       eax: 0,
       ecx: 0,

@@ -424,6 +424,61 @@ describe("soft CPU segmentation and privilege (SDM vol. 3 ch. 5-6)", { skip }, (
   });
 });
 
+describe("soft CPU x87 availability checks (SDM vol. 3 2.5 CR0.EM/MP/TS, FXSAVE alignment)", { skip }, () => {
+  it("CR0.TS makes x87 instructions raise #NM until CLTS; WAIT needs MP and TS", () => {
+    const r = runKernel(
+      [
+        "mov eax, cr0",
+        "or eax, 0x0a", // TS | MP
+        "mov cr0, eax",
+        mark(0, "f1"),
+        "EXPECT a1",
+        "f1: fld1",
+        "a1:",
+        mark(1, "f2"),
+        "EXPECT a2",
+        "f2: fwait",
+        "a2:",
+        "clts",
+        "fld1",
+        "fwait",
+        "mov eax, cr0",
+        "and eax, ~0x0a",
+        "or eax, 0x04", // EM
+        "mov cr0, eax",
+        mark(2, "f3"),
+        "EXPECT a3",
+        "f3: fld1",
+        "a3:",
+        "fwait", // WAIT ignores EM
+        "mov ebx, 0x55",
+      ].join("\n"),
+    );
+    assertEnded(r);
+    assert.deepEqual(
+      r.log.map((e) => [e.vector, e.eip]),
+      [
+        [7, marks(r, 0)],
+        [7, marks(r, 1)],
+        [7, marks(r, 2)],
+      ],
+    );
+    assert.equal(r.cpu.regs[3], 0x55);
+  });
+
+  it("FXSAVE to an address that is not 16-byte aligned raises #GP(0)", () => {
+    const r = runKernel(
+      [mark(0, "f1"), "EXPECT a1", "f1: fxsave [0x30008]", "a1:", "fxsave [0x30010]"].join("\n"),
+    );
+    assertEnded(r);
+    assert.deepEqual(
+      r.log.map((e) => [e.vector, e.errorCode, e.eip]),
+      [[13, 0, marks(r, 0)]],
+    );
+    assert.equal(r.memory.readU16(0x30010), 0x037f, "the aligned FXSAVE stored FCW");
+  });
+});
+
 describe("soft CPU mode switch (SDM vol. 3 ch. 9.9)", { skip }, () => {
   it("goes from real mode to protected mode (LGDT, CR0.PE, far JMP) within one run", () => {
     const blob = assemble(
