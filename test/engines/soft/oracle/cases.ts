@@ -581,7 +581,6 @@ export const GROUPS: Record<string, OracleCase[]> = {
       eipOffset: 0,
       errorCode: 0,
       needs: ["bound"],
-      todo: "the soft CPU does not implement BOUND (opcode 62)",
     },
     {
       name: "UD2 raises #UD; an unmapped access raises #PF with CR2",
