@@ -395,13 +395,15 @@ export class Virtqueue {
 }
 
 /**
- * Reads the device-readable part of a chain as one byte stream, across its buffers. Lengths
- * asked for are bounded by what the chain holds, itself bounded by the queue's maxChainBytes.
+ * A chain's buffers (its readable or its writable part) as one byte stream, consumed in order by
+ * views into guest memory. Lengths asked for are bounded by what the buffers hold, itself bounded
+ * by the queue's maxChainBytes.
  */
-export class ChainReader {
+abstract class ChainCursor {
   private seg = 0;
   private off = 0;
-  private consumed = 0;
+  /** Bytes consumed so far. */
+  protected consumed = 0;
 
   constructor(
     private readonly memory: GuestMemory,
@@ -434,7 +436,10 @@ export class ChainReader {
     }
     return out;
   }
+}
 
+/** Reads the device-readable part of a chain as one byte stream, across its buffers. */
+export class ChainReader extends ChainCursor {
   /** Copies the next `len` bytes (fewer if the chain holds fewer). */
   read(len: number): Uint8Array {
     const parts = this.views(len);
@@ -454,39 +459,10 @@ export class ChainReader {
 }
 
 /** Writes into the device-writable part of a chain as one byte stream, across its buffers. */
-export class ChainWriter {
-  private seg = 0;
-  private off = 0;
+export class ChainWriter extends ChainCursor {
   /** Bytes written so far: the `len` to put in the used ring. */
-  written = 0;
-
-  constructor(
-    private readonly memory: GuestMemory,
-    private readonly segments: readonly Segment[],
-    private readonly total: number = segments.reduce((n, s) => n + s.len, 0),
-  ) {}
-
-  get remaining(): number {
-    return this.total - this.written;
-  }
-
-  /** Views into guest memory for the next `len` bytes (fewer if the chain has less room); consumes them. */
-  views(len: number): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    let left = Math.min(len, this.remaining);
-    while (left > 0) {
-      const s = this.segments[this.seg]!;
-      const n = Math.min(left, s.len - this.off);
-      if (n > 0) out.push(this.memory.slice(s.addr + this.off, n));
-      this.off += n;
-      this.written += n;
-      left -= n;
-      if (this.off >= s.len) {
-        this.seg++;
-        this.off = 0;
-      }
-    }
-    return out;
+  get written(): number {
+    return this.consumed;
   }
 
   /** Writes as much of `data` as fits; returns the number of bytes written. */
