@@ -102,7 +102,13 @@ export function abs(x: Ext80): Ext80 {
 }
 
 export function bitLength(v: bigint): number {
-  return v === 0n ? 0 : v.toString(2).length;
+  if (v === 0n) return 0;
+  let n = 0;
+  while (v > 0xffffffffn) {
+    v >>= 32n;
+    n += 32;
+  }
+  return n + 32 - Math.clz32(Number(v));
 }
 
 /** A rounding target: significand bits (with the leading one) and normal exponent range. */
