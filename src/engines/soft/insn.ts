@@ -10,6 +10,11 @@ export type Handler = (c: Cpu, i: Insn) => void;
 export class Insn {
   /** Executes the instruction (chosen by the decoder from the opcode table). */
   handler: Handler;
+  /**
+   * Index of the handler in the interpreter's direct-dispatch switch (HOT_HANDLERS in
+   * soft_cpu.ts), or 0 to call `handler` indirectly.
+   */
+  hot = 0;
   /** Mnemonic from the opcode table, for traces and reports. */
   name = "";
   /** Length in bytes; the run loop advances EIP by it before calling the handler. */
