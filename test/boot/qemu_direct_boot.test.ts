@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -11,6 +11,7 @@ import { cachedGuest } from "../../src/guest/default_guest.js";
 import { guestCommandParam, USERSPACE_MARKER_TEXT } from "../../src/guest/init_script.js";
 import { GuestMemory } from "../../src/memory/guest_memory.js";
 import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
+import { type QemuResult, qemuMissing, runQemu, tscHint } from "./qemu.js";
 
 /**
  * End-to-end check of src/boot/ with a real Linux before Vessel's engines can run one: QEMU is
@@ -29,40 +30,6 @@ const here = dirname(fileURLToPath(import.meta.url));
 const STUB = join(here, "../../../test/boot/fixtures/entry_stub.asm");
 const MICROVM_VIRTIO_BASE = 0xfeb00000;
 
-/**
- * microvm has a PIT but no port 0x61 (PC speaker / channel 2 gate), so Linux cannot calibrate the
- * TSC against the PIT, and with hardware-reduced ACPI there is no PM timer or HPET either: it would
- * wait forever for a calibrated LAPIC timer. TCG's TSC runs at the host's TSC rate, so tell the
- * kernel that rate. (Vessel's own machines need port 0x61 channel-2 gating, kvmclock or CPUID 0x15
- * for the same reason; see src/boot/acpi.ts.)
- */
-function tscHint(): string {
-  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1];
-  return mhz === undefined ? "" : `tsc_early_khz=${Math.round(Number(mhz) * 1000)}`;
-}
-
-function run(
-  args: string[],
-  timeoutMs: number,
-): Promise<{ status: number | null; output: string; ms: number }> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const child = spawn(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output, ms: Date.now() - started });
-    });
-  });
-}
-
 interface DirectBoot {
   arch: "i386" | "amd64";
   /** Shell command run by the guest init. */
@@ -72,13 +39,11 @@ interface DirectBoot {
 }
 
 /** Loads the default guest with Vessel's loader and runs it on QEMU microvm; undefined = skipped. */
-async function directBoot(
-  t: TestContext,
-  o: DirectBoot,
-): Promise<{ status: number | null; output: string; ms: number } | undefined> {
+async function directBoot(t: TestContext, o: DirectBoot): Promise<QemuResult | undefined> {
   const qemu = "qemu-system-x86_64";
-  if (spawnSync(qemu, ["--version"]).error) {
-    t.skip(`${qemu} not installed (apt-get install qemu-system-x86)`);
+  const noQemu = qemuMissing(qemu);
+  if (noQemu !== undefined) {
+    t.skip(noQemu);
     return undefined;
   }
   if (spawnSync("nasm", ["-v"]).error) {
@@ -131,7 +96,7 @@ async function directBoot(
       "-device",
       `loader,file=${join(dir, f)},addr=0x${addr.toString(16)},force-raw=on`,
     ];
-    const r = await run(
+    const r = await runQemu(
       [
         qemu,
         ...[

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { cachedGuest, type GuestArch } from "../../src/guest/default_guest.js";
 import { guestCommandParam, USERSPACE_MARKER_TEXT } from "../../src/guest/init_script.js";
 import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
+import { qemuMissing, runQemu } from "../boot/qemu.js";
 
 /**
  * The default guest booted by QEMU TCG, the reference for Vessel's software engine: proves the
@@ -12,28 +12,6 @@ import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
  */
 
 const QEMU: Record<GuestArch, string> = { i386: "qemu-system-i386", amd64: "qemu-system-x86_64" };
-
-function runQemu(
-  args: string[],
-  timeoutMs: number,
-): Promise<{ status: number | null; output: string; ms: number }> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const child = spawn(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output, ms: Date.now() - started });
-    });
-  });
-}
 
 for (const arch of ["i386", "amd64"] as const) {
   const qemuArgs = (append: string, debugExitPort: number): string[] => {
@@ -62,8 +40,8 @@ for (const arch of ["i386", "amd64"] as const) {
     ];
   };
   const missing = (): string | undefined => {
-    if (spawnSync(QEMU[arch], ["--version"]).error)
-      return `${QEMU[arch]} not installed (apt-get install qemu-system-x86)`;
+    const noQemu = qemuMissing(QEMU[arch]);
+    if (noQemu !== undefined) return noQemu;
     if (cachedGuest(arch) === undefined)
       return `no ${arch} default guest cached: run \`node bin/vessel.js guest build --arch ${arch}\``;
     return undefined;

@@ -1,15 +1,6 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
@@ -27,6 +18,7 @@ import {
   requireTool,
 } from "../../src/guest/rootfs_image.js";
 import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
+import { qemuMissing, runQemu, tscHint } from "../boot/qemu.js";
 
 /**
  * The Debian root filesystem image end to end: built with debootstrap and mke2fs -d (the first
@@ -99,38 +91,6 @@ test("the Debian image is a clean ext4 filesystem labelled vessel-root, with /sb
   assert.match(debugfs(img.image, "cat /etc/shadow"), /^root::/m);
 });
 
-function runQemu(
-  args: string[],
-  timeoutMs: number,
-): Promise<{ status: number | null; output: string; ms: number }> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const child = spawn(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      output += d.toString("latin1");
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output, ms: Date.now() - started });
-    });
-  });
-}
-
-/**
- * microvm has no port 0x61 to calibrate the TSC against the PIT, and with hardware-reduced ACPI no
- * PM timer or HPET: tell the kernel the TSC rate (TCG's runs at the host's), as
- * test/boot/qemu_direct_boot.test.ts does.
- */
-function tscHint(): string {
-  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1];
-  return mhz === undefined ? "" : ` tsc_early_khz=${Math.round(Number(mhz) * 1000)}`;
-}
-
 /**
  * Boots the default i386 guest with `disk` as virtio-blk and `append` added; undefined = skipped.
  * Machines: `pc` puts virtio-blk on PCI (the initramfs loads virtio_pci; pci=off is left out);
@@ -143,8 +103,9 @@ async function bootWithDisk(
   o: { machine?: "pc" | "microvm"; readOnly?: boolean } = {},
 ) {
   const qemu = "qemu-system-i386";
-  if (spawnSync(qemu, ["--version"]).error) {
-    t.skip(`${qemu} not installed (apt-get install qemu-system-x86)`);
+  const noQemu = qemuMissing(qemu);
+  if (noQemu !== undefined) {
+    t.skip(noQemu);
     return undefined;
   }
   const guest = cachedGuest(ARCH);
@@ -154,7 +115,7 @@ async function bootWithDisk(
   }
   const microvm = o.machine === "microvm";
   const cmdline = microvm
-    ? `${DEFAULT_CMDLINE[ARCH]}${tscHint()}`
+    ? `${DEFAULT_CMDLINE[ARCH]} ${tscHint()}`
     : DEFAULT_CMDLINE[ARCH].replace(/ ?pci=off/, "");
   const r = await runQemu(
     [
