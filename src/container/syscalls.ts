@@ -1,9 +1,45 @@
 /**
  * System call numbers for the seccomp compiler, generated from Debian 12's linux-libc-dev headers
  * (/usr/include/x86_64-linux-gnu/asm/unistd_64.h and unistd_32.h, kernel 6.1 uapi) by a one-off
- * script; regenerate the same way when a newer kernel adds calls. x32 uses the x86_64 numbers
- * with bit 30 (__X32_SYSCALL_BIT) set.
+ * script; regenerate the same way when a newer kernel adds calls (those from 424 on go once into
+ * SYSCALLS_FROM_424). x32 uses the x86_64 numbers with bit 30 (__X32_SYSCALL_BIT) set.
  */
+
+/**
+ * Calls 424 and up: since Linux 5.1 a new system call takes the same number on every architecture
+ * (the y2038 series made 403-423 the 32-bit time64 calls, and numbering went on in step from
+ * pidfd_send_signal), so x86_64 and i386 share these.
+ */
+const SYSCALLS_FROM_424: Readonly<Record<string, number>> = {
+  pidfd_send_signal: 424,
+  io_uring_setup: 425,
+  io_uring_enter: 426,
+  io_uring_register: 427,
+  open_tree: 428,
+  move_mount: 429,
+  fsopen: 430,
+  fsconfig: 431,
+  fsmount: 432,
+  fspick: 433,
+  pidfd_open: 434,
+  clone3: 435,
+  close_range: 436,
+  openat2: 437,
+  pidfd_getfd: 438,
+  faccessat2: 439,
+  process_madvise: 440,
+  epoll_pwait2: 441,
+  mount_setattr: 442,
+  quotactl_fd: 443,
+  landlock_create_ruleset: 444,
+  landlock_add_rule: 445,
+  landlock_restrict_self: 446,
+  memfd_secret: 447,
+  process_mrelease: 448,
+  futex_waitv: 449,
+  set_mempolicy_home_node: 450,
+};
+
 export const SYSCALLS_X86_64: Readonly<Record<string, number>> = {
   read: 0,
   write: 1,
@@ -340,33 +376,7 @@ export const SYSCALLS_X86_64: Readonly<Record<string, number>> = {
   statx: 332,
   io_pgetevents: 333,
   rseq: 334,
-  pidfd_send_signal: 424,
-  io_uring_setup: 425,
-  io_uring_enter: 426,
-  io_uring_register: 427,
-  open_tree: 428,
-  move_mount: 429,
-  fsopen: 430,
-  fsconfig: 431,
-  fsmount: 432,
-  fspick: 433,
-  pidfd_open: 434,
-  clone3: 435,
-  close_range: 436,
-  openat2: 437,
-  pidfd_getfd: 438,
-  faccessat2: 439,
-  process_madvise: 440,
-  epoll_pwait2: 441,
-  mount_setattr: 442,
-  quotactl_fd: 443,
-  landlock_create_ruleset: 444,
-  landlock_add_rule: 445,
-  landlock_restrict_self: 446,
-  memfd_secret: 447,
-  process_mrelease: 448,
-  futex_waitv: 449,
-  set_mempolicy_home_node: 450,
+  ...SYSCALLS_FROM_424,
 };
 
 export const SYSCALLS_I386: Readonly<Record<string, number>> = {
@@ -783,31 +793,5 @@ export const SYSCALLS_I386: Readonly<Record<string, number>> = {
   rt_sigtimedwait_time64: 421,
   futex_time64: 422,
   sched_rr_get_interval_time64: 423,
-  pidfd_send_signal: 424,
-  io_uring_setup: 425,
-  io_uring_enter: 426,
-  io_uring_register: 427,
-  open_tree: 428,
-  move_mount: 429,
-  fsopen: 430,
-  fsconfig: 431,
-  fsmount: 432,
-  fspick: 433,
-  pidfd_open: 434,
-  clone3: 435,
-  close_range: 436,
-  openat2: 437,
-  pidfd_getfd: 438,
-  faccessat2: 439,
-  process_madvise: 440,
-  epoll_pwait2: 441,
-  mount_setattr: 442,
-  quotactl_fd: 443,
-  landlock_create_ruleset: 444,
-  landlock_add_rule: 445,
-  landlock_restrict_self: 446,
-  memfd_secret: 447,
-  process_mrelease: 448,
-  futex_waitv: 449,
-  set_mempolicy_home_node: 450,
+  ...SYSCALLS_FROM_424,
 };
