@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { after, test } from "node:test";
+import { test } from "node:test";
 import { setDeviceLogSink } from "../../../src/devices/guest_fault_log.js";
 import {
   BlkDevice,
@@ -21,29 +20,12 @@ import {
 } from "../../../src/devices/virtio/blk/device.js";
 import { VIRTIO_ID_BLOCK } from "../../../src/devices/virtio/virtio_device.js";
 import { MmioReg } from "../../../src/devices/virtio/transport_mmio.js";
+import { diskImages, header } from "./blk_fixture.js";
 import { VirtioTestHelper } from "./virtio_test_helper.js";
 
 setDeviceLogSink(() => {});
-const dir = mkdtempSync(join(tmpdir(), "vessel-blk-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-
-/** A 64 KiB image whose sector i is filled with the byte i. */
-function image(): string {
-  const path = join(dir, `disk${n++}.img`);
-  const data = new Uint8Array(128 * 512);
-  for (let s = 0; s < 128; s++) data.fill(s, s * 512, (s + 1) * 512);
-  writeFileSync(path, data);
-  return path;
-}
-
-function header(type: number, sector: number): Uint8Array {
-  const h = new Uint8Array(16);
-  const dv = new DataView(h.buffer);
-  dv.setUint32(0, type, true);
-  dv.setBigUint64(8, BigInt(sector), true);
-  return h;
-}
+/** 64 KiB images: sector i is filled with the byte i. */
+const { dir, image } = diskImages("vessel-blk-", 128);
 
 function ranges(list: [number, number, number][]): Uint8Array {
   const out = new Uint8Array(16 * list.length);

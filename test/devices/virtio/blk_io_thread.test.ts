@@ -3,10 +3,8 @@
  * guest memory shared with it, and completions reach the interrupt line through poll().
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, test } from "node:test";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
 import { setDeviceLogSink } from "../../../src/devices/guest_fault_log.js";
 import {
   BlkDevice,
@@ -18,28 +16,11 @@ import {
 } from "../../../src/devices/virtio/blk/device.js";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../../../src/devices/virtio/queue.js";
 import { STATUS_DEVICE_NEEDS_RESET } from "../../../src/devices/virtio/virtio_device.js";
+import { diskImages, header } from "./blk_fixture.js";
 import { VirtioTestHelper, waitFor } from "./virtio_test_helper.js";
 
 setDeviceLogSink(() => {});
-const dir = mkdtempSync(join(tmpdir(), "vessel-blk-thread-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-
-function image(): string {
-  const path = join(dir, `disk${n++}.img`);
-  const data = new Uint8Array(64 * 512);
-  for (let s = 0; s < 64; s++) data.fill(s, s * 512, (s + 1) * 512);
-  writeFileSync(path, data);
-  return path;
-}
-
-function header(type: number, sector: number): Uint8Array {
-  const h = new Uint8Array(16);
-  const dv = new DataView(h.buffer);
-  dv.setUint32(0, type, true);
-  dv.setBigUint64(8, BigInt(sector), true);
-  return h;
-}
+const { image } = diskImages("vessel-blk-thread-", 64);
 
 function threaded(path: string, readOnly = false) {
   const h = new VirtioTestHelper((m) => new BlkDevice(m, { path, readOnly, ioThread: true }));
