@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "line_io.h"
+
 #if !defined(NODE_BIN) || !defined(ENTRY_SCRIPT) || !defined(SERVER_SCRIPT) || !defined(NSEXEC_BIN)
 #error "NODE_BIN, ENTRY_SCRIPT, SERVER_SCRIPT and NSEXEC_BIN must be defined (see Makefile)"
 #endif
@@ -85,42 +87,6 @@ static void start_server(void) {
     _exit(127);
   }
   waitpid(a, NULL, 0);
-}
-
-static int write_all(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w;
-    n -= w;
-  }
-  return 0;
-}
-
-static int read_line(int fd, char *buf, size_t size) {
-  size_t n = 0;
-  while (n < size - 1) {
-    ssize_t r = read(fd, buf + n, 1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return 0;
-    if (buf[n] == '\n') break;
-    n++;
-  }
-  buf[n] = 0;
-  return 1;
-}
-
-static void copy_bytes(int from, int to, size_t n) {
-  char buf[8192];
-  while (n > 0) {
-    ssize_t r = read(from, buf, n < sizeof buf ? n : sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return;
-    write_all(to, buf, r);
-    n -= r;
-  }
 }
 
 /* The runc command in argv (after the global flags), or "" */

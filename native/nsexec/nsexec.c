@@ -55,6 +55,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "line_io.h"
+
 #ifndef MFD_EXEC
 #define MFD_EXEC 0x0010U
 #endif
@@ -764,36 +766,6 @@ static void run_list(struct list *l) {
 static volatile sig_atomic_t forward_to = 0;
 static void forward_signal(int sig) {
   if (forward_to > 0) kill(forward_to, sig);
-}
-
-/* Reads one line (without the newline) from fd; returns 0 on EOF/error. */
-static int read_line(int fd, char *buf, size_t size) {
-  size_t n = 0;
-  while (n < size - 1) {
-    ssize_t r = read(fd, buf + n, 1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return 0;
-    if (buf[n] == '\n') break;
-    n++;
-  }
-  buf[n] = 0;
-  return 1;
-}
-
-static void copy_bytes(int from, int to, size_t n) {
-  char buf[4096];
-  while (n > 0) {
-    ssize_t r = read(from, buf, n < sizeof buf ? n : sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return;
-    for (ssize_t off = 0; off < r;) {
-      ssize_t w = write(to, buf + off, r - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) break;
-      off += w;
-    }
-    n -= r;
-  }
 }
 
 /*
