@@ -68,9 +68,3 @@ export function availableCaps(): bigint {
     return (1n << 41n) - 1n;
   }
 }
-
-export function capNames(mask: bigint): string[] {
-  return Object.entries(CAPABILITIES)
-    .filter(([, bit]) => (mask >> BigInt(bit)) & 1n)
-    .map(([n]) => n);
-}

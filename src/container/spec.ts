@@ -384,7 +384,3 @@ function sysctlProblem(key: string, ns: Set<string>): string | undefined {
     return ns.has("uts") ? undefined : `sysctl "${key}" needs a uts namespace`;
   return `sysctl "${key}" is not namespaced: setting it would change the host`;
 }
-
-export function namespaceOf(spec: Spec, type: NamespaceType): Namespace | undefined {
-  return spec.linux?.namespaces?.find((n) => n.type === type);
-}

@@ -27,12 +27,3 @@ export function normalizeName(ref: string): string {
   }
   return `${repository}:${tag}`;
 }
-
-export function isValidName(ref: string): boolean {
-  try {
-    normalizeName(ref);
-    return true;
-  } catch {
-    return false;
-  }
-}
