@@ -86,3 +86,14 @@ test("docker-style flags stop at the image; short flags combine", () => {
   assert.deepEqual(p.positionals, ["busybox", "sh", "-c", "echo -e"]);
   assert.throws(() => parseDockerArgs(["--bogus"], {}, true), /unknown flag: --bogus/);
 });
+
+test("docker-style flag errors name the flag: unknown shorthand, missing value", () => {
+  const spec = { name: { value: true }, env: { short: "e", value: true }, rm: {} };
+  assert.throws(() => parseDockerArgs(["-x"], spec, true), /unknown shorthand flag: 'x' in -x/);
+  assert.throws(() => parseDockerArgs(["--name"], spec, true), /flag --name needs a value/);
+  assert.throws(() => parseDockerArgs(["--rm", "-e"], spec, true), /flag -e needs a value/);
+  assert.deepEqual(parseDockerArgs(["--rm=false", "--", "-e"], spec, false), {
+    flags: { rm: false },
+    positionals: ["-e"],
+  });
+});
