@@ -127,9 +127,13 @@ export function buildMpTable(cpus: number, ioapicId = cpus, at = MPTABLE_START):
 export function writeMpTable(memory: GuestMemory, cpus: number, ioapicId = cpus): number {
   const table = buildMpTable(cpus, ioapicId);
   if (MPTABLE_START < EBDA_START || MPTABLE_START + table.length > 0xa0000) {
-    throw new BootError("BOOT_MPTABLE_TOO_BIG", `MP table for ${cpus} CPUs does not fit in the EBDA`, {
-      cpus,
-    });
+    // each processor entry is 20 bytes; the rest of the table does not depend on the CPU count
+    const maxCpus = Math.floor((0xa0000 - MPTABLE_START - (table.length - 20 * cpus)) / 20);
+    throw new BootError(
+      "BOOT_MPTABLE_TOO_BIG",
+      `MP table for ${cpus} CPUs does not fit in the EBDA (0x${MPTABLE_START.toString(16)}-0x9ffff): give at most ${maxCpus} CPUs`,
+      { cpus, maxCpus },
+    );
   }
   memory.write(MPTABLE_START, table);
   return MPTABLE_START;

@@ -257,6 +257,19 @@ test("MP table: floating pointer and PCMP table with processors, bus, IOAPIC and
   assert.equal(types.filter((t) => t === 3).length, 16);
 });
 
+test("loadLinux refuses a CPU count the MP table cannot hold, and says the largest that fits", () => {
+  bootLinux(machine(128 * MiB), config({ cpus: 40 }));
+  assert.throws(
+    () => bootLinux(machine(128 * MiB), config({ cpus: 41 })),
+    (err: unknown) =>
+      err instanceof BootError && err.code === "BOOT_MPTABLE_TOO_BIG" && /at most 40 CPUs/.test(err.message),
+  );
+  assert.throws(
+    () => bootLinux(machine(128 * MiB), config({ cpus: 0 })),
+    (err: unknown) => err instanceof BootError && err.code === "BOOT_BAD_CPUS",
+  );
+});
+
 test("DSDT AML disassembles with iasl into LNRO0005 devices with their windows and GSIs", (t) => {
   if (spawnSync("iasl", ["-v"]).error) {
     t.skip("iasl not installed (apt-get install acpica-tools)");
