@@ -8,6 +8,8 @@ import {
 import { UsageError } from "../errors.js";
 import { DEFAULT_CMDLINE, ensureDefaultGuest, type GuestArch } from "../guest/default_guest.js";
 import { guestCommandParam } from "../guest/init_script.js";
+import { cachedRootfs, ROOT_CMDLINE } from "../guest/rootfs_image.js";
+import { formatParavirtStats } from "../vm/paravirt_report.js";
 import { type EngineName, parseCpus, parseEngine, parseMemSize, type VmConfig } from "../vm/config.js";
 import { CONSOLE_HELP, ConsoleEscape } from "../vm/console_escape.js";
 import { probeEngine } from "../vm/engine_probe.js";
@@ -30,6 +32,9 @@ With a command, the guest runs it instead of a shell and Vessel exits with its s
   --net tap[,name=IF][,mac=MAC][,host-ip=CIDR][,bridge=BR]   a virtio-net NIC on a TAP; repeatable
   --vsock cid=N,uds=PATH            a virtio-vsock device (host side: a Unix socket)
   --rng                             a virtio-rng device
+  --virtio-console                  a virtio console (hvc0); add console=hvc0 to --cmdline to use it
+  --rootfs debian[,rw]              boot the Debian root filesystem image (vessel guest build
+                                    --rootfs debian) as /dev/vda, read-only unless ",rw"
 
 Console: Ctrl-A x leaves (stops the VM), Ctrl-A p pauses/resumes, Ctrl-A h for help.
 Environment: VESSEL_KVM_PATH overrides /dev/kvm.
@@ -48,6 +53,8 @@ interface RunOptions {
   net?: string[];
   vsock?: string;
   rng?: boolean;
+  "virtio-console"?: boolean;
+  rootfs?: string;
   help?: boolean;
 }
 
@@ -73,6 +80,8 @@ function parse(args: string[]): { values: RunOptions; command: string[] } {
         net: { type: "string", multiple: true },
         vsock: { type: "string" },
         rng: { type: "boolean" },
+        "virtio-console": { type: "boolean" },
+        rootfs: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -128,6 +137,8 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     initrd = guest.initrd;
     cmdline = values.cmdline ?? guest.cmdline;
   }
+  const rootfs = values.rootfs === undefined ? undefined : rootfsDisk(values.rootfs, arch);
+  if (rootfs !== undefined) cmdline = `${cmdline} ${rootfs.cmdline}`;
   if (command.length > 0) cmdline = `${cmdline} ${guestCommandParam(command)}`;
   let timeoutMs: number | undefined;
   if (values.timeout !== undefined) {
@@ -137,10 +148,12 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     timeoutMs = s * 1000;
   }
   const virtio: VirtioDeviceSpec[] = [
+    ...(rootfs === undefined ? [] : [rootfs.disk]),
     ...(values.disk ?? []).map(parseDiskFlag),
     ...(values.net ?? []).map(parseNetFlag),
     ...(values.vsock === undefined ? [] : [parseVsockFlag(values.vsock)]),
     ...(values.rng === true ? [{ kind: "rng" as const }] : []),
+    ...(values["virtio-console"] === true ? [{ kind: "console" as const }] : []),
   ];
   return {
     engine,
@@ -152,6 +165,33 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     cpus,
     kvmPath,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  };
+}
+
+/**
+ * `--rootfs debian[,rw]`: the cached Debian image (src/guest/rootfs_image.ts) as the first virtio
+ * disk, mounted as / by the initramfs. Read-only unless asked, so runs do not change the cached
+ * image (Vessel's init needs no writable root: /run and /tmp are tmpfs).
+ */
+function rootfsDisk(text: string, arch: GuestArch): { disk: VirtioDeviceSpec; cmdline: string } {
+  const [name, ...opts] = text.split(",");
+  if (name !== "debian" || opts.some((o) => o !== "rw")) {
+    throw new UsageError(
+      "USAGE",
+      `--rootfs ${text}: the only root filesystem is "debian" (--rootfs debian[,rw])`,
+    );
+  }
+  const image = cachedRootfs(arch);
+  if (image === undefined) {
+    throw new UsageError(
+      "VM_ROOTFS_MISSING",
+      `no Debian ${arch} root filesystem image yet: build it with \`vessel guest build --arch ${arch} --rootfs debian\` (debootstrap, a few minutes)`,
+    );
+  }
+  const rw = opts.includes("rw");
+  return {
+    disk: { kind: "blk", path: image.image, readOnly: !rw, serial: "vessel-root" },
+    cmdline: rw ? ROOT_CMDLINE : ROOT_CMDLINE.replace(/\brw\b/, "ro"),
   };
 }
 
@@ -182,6 +222,7 @@ export function formatStats(r: VmResult): string {
     `unclaimed     ports ${u.portReads} reads / ${u.portWrites} writes, MMIO ${u.mmioReads} / ${u.mmioWrites}`,
   );
   lines.push(`console       ${r.uart.txBytes} bytes out, ${r.uart.rxBytes} in`);
+  lines.push(...formatParavirtStats(r.virtio, r.paravirt));
   return `${lines.join("\n")}\n`;
 }
 

@@ -14,6 +14,7 @@ import type { EntryState } from "../boot/entry_state.js";
 import { loadLinux } from "../boot/linux_loader.js";
 import { HostClock } from "../devices/clock.js";
 import { PcPlatform } from "../devices/pc_platform.js";
+import type { ConsoleDevice } from "../devices/virtio/console/device.js";
 import { attachVirtioDevices, virtioMmioSlot } from "../devices/virtio/factory.js";
 import type { MmioTransport } from "../devices/virtio/transport_mmio.js";
 import { BusIo } from "../engines/kvm/bus_io.js";
@@ -25,6 +26,13 @@ import type { VmConfig } from "./config.js";
 import { ConsoleRing } from "./console_ring.js";
 import { IoWaiter } from "./io_waiter.js";
 import { MachineDevices, type MachineStop } from "./machine.js";
+import {
+  connectVirtioConsoles,
+  type ParavirtReport,
+  paravirtReport,
+  type VirtioDeviceReport,
+  virtioReport,
+} from "./paravirt_report.js";
 
 export interface MachineWorkerData {
   config: VmConfig;
@@ -63,6 +71,10 @@ export interface VmResult {
   instructions?: number;
   unclaimed: { portReads: number; portWrites: number; mmioReads: number; mmioWrites: number };
   uart: { txBytes: number; rxBytes: number };
+  /** virtio devices: transport and device counters (vm/paravirt_report.ts). */
+  virtio?: VirtioDeviceReport[];
+  /** Soft engine: the KVM PV interface (hypercalls, kvmclock). */
+  paravirt?: ParavirtReport;
 }
 
 export type MachineMessage =
@@ -82,7 +94,12 @@ function output(bytes: Uint8Array | number): void {
   post({ t: "out", data: typeof bytes === "number" ? Uint8Array.of(bytes) : bytes.slice() });
 }
 
-function feedInput(dev: MachineDevices): void {
+/** Console input goes to the UART, or to the virtio console when the guest's console is hvc0. */
+function feedInput(dev: MachineDevices, hvc?: ConsoleDevice): void {
+  if (hvc !== undefined) {
+    if (input.available() > 0) hvc.input(input.read(4096));
+    return;
+  }
   const room = dev.uart.rxSpace();
   if (room > 0 && input.available() > 0) dev.uart.receive(input.read(room));
 }
@@ -108,6 +125,11 @@ function summary(
     wallMs: Math.max(performance.now() - started, clock.nowNs() / 1e6),
     ...(ns === undefined ? {} : { bootToUserspaceMs: ns / 1e6 }),
   };
+}
+
+/** The virtio console that takes console input: the first one, when the command line says console=hvc0. */
+function hvcConsole(consoles: ConsoleDevice[]): ConsoleDevice | undefined {
+  return /(^|\s)console=hvc0(\s|$)/.test(data.config.cmdline) ? consoles[0] : undefined;
 }
 
 function stopResult(
@@ -168,6 +190,7 @@ async function runKvm(): Promise<VmResult> {
       mmio: dev.mmio,
       irqLine: (gsi) => engine.irqLine(gsi),
     });
+    const hvc = hvcConsole(connectVirtioConsoles(transports, output));
     const entry = load(engine.memory, "x86_64", true);
     // Host I/O that completes while the guest idles inside KVM_RUN kicks us through the waiter.
     waiter = transports.length > 0 ? new IoWaiter(engine.machineLink.buffer) : undefined;
@@ -180,7 +203,7 @@ async function runKvm(): Promise<VmResult> {
         else clock.resume();
       },
       poll: () => {
-        feedInput(dev);
+        feedInput(dev, hvc);
         if (Atomics.load(control, 0) !== 0) engine.requestStop();
         const rtc = dev.rtc;
         if (rtc !== undefined && clock.nowNs() >= rtc.nextDeadlineNs()) rtc.advance();
@@ -200,6 +223,7 @@ async function runKvm(): Promise<VmResult> {
       exits: result.exits,
       exitsByDevice: busIo.busiest(),
       ...summary(dev, started),
+      ...(transports.length === 0 ? {} : { virtio: virtioReport(transports) }),
     };
     const byDevice = stopResult(why);
     if (byDevice !== undefined) return { ...base, ...byDevice };
@@ -266,6 +290,7 @@ async function runSoft(): Promise<VmResult> {
     mmio: dev.mmio,
     irqLine: (gsi) => platform.irqLine(gsi),
   });
+  const hvc = hvcConsole(connectVirtioConsoles(transports, output));
   try {
     return await runSoftCpu();
   } finally {
@@ -293,7 +318,8 @@ async function runSoft(): Promise<VmResult> {
     // The KVM paravirtual CPU interface (CPUID signature, kvmclock, hypercalls): Linux then
     // takes its clock and TSC frequency from the VMM instead of calibrating against the PIT.
     const { SoftParavirt } = await import("../engines/soft/paravirt.js");
-    cpu.cpu.paravirt = new SoftParavirt(memory);
+    const pv = new SoftParavirt(memory);
+    cpu.cpu.paravirt = pv;
     vclock.attach(cpu.cpu);
     post({ t: "ready" });
     const deadline = c.timeoutMs === undefined ? Number.POSITIVE_INFINITY : performance.now() + c.timeoutMs;
@@ -301,7 +327,7 @@ async function runSoft(): Promise<VmResult> {
     let lastTurn = performance.now();
     for (;;) {
       const stop = cpu.run(200_000);
-      feedInput(dev);
+      feedInput(dev, hvc);
       pollVirtio(transports, false);
       if (userspaceMs === undefined && dev.debugExit.userspaceStartedNs !== undefined) {
         // The device saw virtual (instruction) time; boot-to-userspace is reported in wall time.
@@ -313,6 +339,8 @@ async function runSoft(): Promise<VmResult> {
         instructions: cpu.cpu.instructions,
         timedOut: false,
         ...summary(dev, started, userspaceMs),
+        ...(transports.length === 0 ? {} : { virtio: virtioReport(transports) }),
+        paravirt: paravirtReport(pv.stats),
       };
       const byDevice = stopResult(why);
       if (byDevice !== undefined) return { ...base, ...byDevice };
