@@ -12,6 +12,7 @@ import { cachedRootfs, ROOT_CMDLINE } from "../guest/rootfs_image.js";
 import { formatParavirtStats } from "../vm/paravirt_report.js";
 import { type EngineName, parseCpus, parseEngine, parseMemSize, type VmConfig } from "../vm/config.js";
 import { CONSOLE_HELP, ConsoleEscape } from "../vm/console_escape.js";
+import { isPvm } from "../engines/kvm/system.js";
 import { probeEngine } from "../vm/engine_probe.js";
 import { Vm, type VmResult } from "../vm/vm.js";
 
@@ -104,6 +105,17 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
   let engine: EngineName;
   if (values.engine !== undefined) {
     engine = parseEngine(values.engine);
+    // A forced KVM engine on PVM runs, but a stock kernel makes no progress there: say so up front.
+    if (
+      engine === "kvm" &&
+      values.kernel === undefined &&
+      isPvm(process.env.VESSEL_SYS_MODULE_DIR ?? "/sys/module")
+    ) {
+      log(
+        `vessel: warning: ${kvmPath} is PVM, a nested software hypervisor that cannot boot stock kernels; ` +
+          "expect no console output (use --engine soft, or a host with hardware KVM)",
+      );
+    }
   } else {
     const choice = probeEngine(kvmPath, process.env.VESSEL_SYS_MODULE_DIR ?? "/sys/module");
     engine = choice.engine;
