@@ -357,6 +357,12 @@ async function runSoft(): Promise<VmResult> {
         // host's clock: while virtual time is behind (the interpreter is slower than its nominal
         // 100 MIPS, as during a boot) idling costs nothing; once it would run ahead, sleep (woken
         // by console input), so an interactive guest's `sleep 1` still takes about a second.
+        // A virtio completion already waiting (blk's I/O thread, a TAP, a vsock socket) is what
+        // the guest halted for: deliver it now, not after the next timer tick.
+        if (transports.length > 0) {
+          pollVirtio(transports, true);
+          if (platform.hasInterrupt()) continue;
+        }
         const target = platform.nextDeadlineNs();
         let hostNs = (performance.now() - started) * 1e6;
         if (target > hostNs && !platform.hasInterrupt()) {
