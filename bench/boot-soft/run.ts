@@ -112,7 +112,7 @@ async function v86(jit: boolean): Promise<number | string> {
     if (ctor === undefined) return "the v86 package has no V86 export";
     V86 = ctor;
   } catch {
-    return "v86 is not installed (npm install --no-save v86)";
+    return "v86 is not installed (it is a devDependency: npm install)";
   }
   if (!existsSync(BIOS) || !existsSync(VGA_BIOS)) return "Debian's seabios package is not installed";
   // The package's main module sits next to its wasm files (build/libv86.mjs, build/v86.wasm).
