@@ -212,7 +212,8 @@ async function logs(m: Manager, args: string[]): Promise<number> {
   const tailText = str(p, "tail");
   let tail: number | undefined;
   if (tailText !== undefined && tailText !== "all") {
-    if (!/^\d+$/.test(tailText)) throw new UsageError("BAD_FLAG", `invalid --tail "${tailText}"`);
+    if (!/^\d+$/.test(tailText))
+      throw new UsageError("BAD_FLAG", `invalid --tail "${tailText}" (expected a number of lines or "all")`);
     tail = Number(tailText);
   }
   const ts = bool(p, "timestamps");
@@ -257,7 +258,7 @@ async function execVerb(m: Manager, args: string[]): Promise<number> {
   if (ref === undefined) throw new UsageError("NO_CONTAINER", "exec needs a container and a command");
   const interactive = bool(p, "interactive");
   const tty = bool(p, "tty");
-  if (bool(p, "detach")) throw new UsageError("BAD_FLAG", "exec -d is not supported");
+  if (bool(p, "detach")) throw new UsageError("BAD_FLAG", "exec -d is not supported: run exec without -d");
   // the process gets this terminal as its stdio: with -t a shell sees a tty, as with docker exec -it
   void interactive;
   const ignore = () => undefined;

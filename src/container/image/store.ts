@@ -193,7 +193,11 @@ export class ImageStore {
         } catch {
           // gone already
         }
-        if (Date.now() - start > 60_000) throw new ImageError("BAD_BLOB", `image store is locked: ${lock}`);
+        if (Date.now() - start > 60_000)
+          throw new ImageError(
+            "BAD_BLOB",
+            `image store is locked (${lock} kept for 60 s): another vessel command is using it; try again when that one ends`,
+          );
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
       }
     }

@@ -158,7 +158,10 @@ export class Ipam {
           // gone
         }
         if (Date.now() - start > 20_000)
-          throw new ManagerError("NETWORK", `address allocator is locked: ${this.lock}`);
+          throw new ManagerError(
+            "NETWORK",
+            `address allocator is locked (${this.lock} kept for 20 s): another vessel command is starting or removing a container; try again when that one ends`,
+          );
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
       }
     }
