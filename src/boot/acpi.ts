@@ -64,6 +64,26 @@ export function acpiChecksum(bytes: Uint8Array): number {
   return (0x100 - sum) & 0xff;
 }
 
+/**
+ * Little-endian integers appended to one byte list: how the MADT's and the MP table's
+ * variable-length entry lists are written.
+ */
+export function leBytes() {
+  const bytes: number[] = [];
+  const u8 = (v: number): void => {
+    bytes.push(v & 0xff);
+  };
+  const u16 = (v: number): void => {
+    u8(v);
+    u8(v >> 8);
+  };
+  const u32 = (v: number): void => {
+    u16(v & 0xffff);
+    u16(v >>> 16);
+  };
+  return { bytes, u8, u16, u32 };
+}
+
 function ascii(dst: Uint8Array, off: number, text: string, len: number): void {
   for (let i = 0; i < len; i++) dst[off + i] = i < text.length ? text.charCodeAt(i) : 0x20;
 }
@@ -143,18 +163,7 @@ const MADT_LOCAL_APIC_NMI = 4;
 
 /** MADT (5.2.12): one enabled local APIC per CPU (ids 0..n-1), the IOAPIC, IRQ0->GSI2, NMI on LINT1. */
 export function buildMadt(cpus: number, ioapicId: number): Uint8Array {
-  const parts: number[] = [];
-  const u8 = (v: number): void => {
-    parts.push(v & 0xff);
-  };
-  const u16 = (v: number): void => {
-    u8(v);
-    u8(v >> 8);
-  };
-  const u32 = (v: number): void => {
-    u16(v & 0xffff);
-    u16(v >>> 16);
-  };
+  const { bytes, u8, u16, u32 } = leBytes();
   u32(APIC_START); // Local Interrupt Controller Address
   u32(1); // Flags: PCAT_COMPAT (a dual 8259 is present; ignored by Linux in hardware-reduced mode)
   for (let cpu = 0; cpu < cpus; cpu++) {
@@ -183,7 +192,7 @@ export function buildMadt(cpus: number, ioapicId: number): Uint8Array {
   u8(0xff);
   u16(0x0005);
   u8(1);
-  return sdt("APIC", 5, Uint8Array.from(parts));
+  return sdt("APIC", 5, Uint8Array.from(bytes));
 }
 
 /**

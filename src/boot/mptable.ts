@@ -1,6 +1,6 @@
 import type { GuestMemory } from "../memory/guest_memory.js";
 import { APIC_START, EBDA_START, IOAPIC_START, MPTABLE_START } from "../memory/layout.js";
-import { acpiChecksum } from "./acpi.js";
+import { acpiChecksum, leBytes } from "./acpi.js";
 import { BootError } from "./boot_error.js";
 
 /**
@@ -29,19 +29,8 @@ const BUS_ISA = 0;
 export function buildMpTable(cpus: number, ioapicId = cpus, at = MPTABLE_START): Uint8Array {
   if (cpus < 1 || cpus > 254)
     throw new BootError("BOOT_BAD_CPUS", `cannot describe ${cpus} CPUs in the MP table`);
-  const entries: number[] = [];
+  const { bytes: entries, u8, u16, u32 } = leBytes();
   let count = 0;
-  const u8 = (v: number): void => {
-    entries.push(v & 0xff);
-  };
-  const u16 = (v: number): void => {
-    u8(v);
-    u8(v >> 8);
-  };
-  const u32 = (v: number): void => {
-    u16(v & 0xffff);
-    u16(v >>> 16);
-  };
   for (let cpu = 0; cpu < cpus; cpu++) {
     // Processor entry (4.3.1), 20 bytes.
     u8(MP_PROCESSOR);
