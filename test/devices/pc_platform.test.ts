@@ -125,10 +125,12 @@ test("pc platform: devices sharing a line assert it as a wired-OR", () => {
   assert.equal(m.p.hasInterrupt(), false);
 });
 
-test("pc platform: IRQ 2 and numbers past 23 are wiring errors", () => {
+test("pc platform: IRQ 2, numbers past 23 and a 32nd source on one line are wiring errors", () => {
   const m = machine();
   assert.throws(() => m.p.irqLine(2), /cascade/);
   assert.throws(() => m.p.irqLine(24), RangeError);
+  for (let i = 0; i < 31; i++) m.p.irqLine(7); // one bit each in the line's 31-bit wired-OR
+  assert.throws(() => m.p.irqLine(7), /too many devices share IRQ 7/);
 });
 
 test("pc platform: the APIC timer, the PIT and the RTC share one deadline and one clock", () => {
