@@ -880,8 +880,14 @@ export class Fpu {
       flags = ZF | PF | CF;
     } else {
       const c = this.math.compare(this.st(0), this.st(i), !unordered);
-      if (this.raise(this.math.flags)) return;
       flags = c === 0 ? ZF : c < 0 ? CF : c === 1 ? 0 : ZF | PF | CF;
+      // Even with the exception unmasked the hardware writes EFLAGS; it does not pop.
+      const suppressed = this.raise(this.math.flags);
+      this.lastComiFlags = flags;
+      this.hooks.setComiFlags?.(flags);
+      if (suppressed) return;
+      if (pop) this.pop();
+      return;
     }
     this.lastComiFlags = flags;
     this.hooks.setComiFlags?.(flags);
@@ -1070,7 +1076,10 @@ export class Fpu {
       return;
     }
     const r = this.math.remainder(this.st(0), this.st(1), ieee);
-    if (this.raise(this.math.flags)) return;
+    if (this.raise(this.math.flags)) {
+      this.sw &= ~Sw.C2; // unmasked exception: nothing stored, C2 cleared (as the hardware does)
+      return;
+    }
     if (r.cc >= 0) this.setCc(r.cc);
     else this.sw &= ~Sw.C2; // NaN/invalid: C2 cleared, C0 C1 C3 kept (as the hardware does)
     this.setSt(0, r.value);

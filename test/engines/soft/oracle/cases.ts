@@ -32,6 +32,8 @@ export interface OracleCase {
   floats?: { offset: number; want: number; ulps: number }[];
   /** A known gap of the software CPU: the case runs and reports, but does not fail the suite. */
   todo?: string;
+  /** The run may end anywhere (random programs with unmasked exceptions): runners must agree. */
+  anyEnd?: boolean;
   /** Error-code bits that count (default all). */
   errorMask?: number;
   /** Instruction kinds the case needs (a runner that cannot run them sits the case out). */

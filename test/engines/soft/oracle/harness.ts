@@ -113,16 +113,18 @@ export function checkExpectations(c: OracleCase, input: SnippetInput, r: Snippet
       out.push(`eflags = ${h(r.eflags)}, want set ${h(set)} clear ${h(clear)}`);
     }
   }
-  const vector = c.vector ?? END_VECTOR;
-  if (r.vector !== vector) out.push(`ended with vector ${r.vector}, want ${vector}`);
-  const errorCode = c.errorCode ?? (c.vector === undefined ? 0 : undefined);
-  const mask = c.errorMask ?? -1;
-  if (errorCode !== undefined && (r.errorCode & mask) !== (errorCode & mask)) {
-    out.push(`error code ${h(r.errorCode)}, want ${h(errorCode)}`);
-  }
-  const eip = LAYOUT.code + (c.eipOffset ?? (c.vector === undefined ? input.code.length - 1 : -1));
-  if ((c.eipOffset !== undefined || c.vector === undefined) && r.eip >>> 0 !== eip) {
-    out.push(`ended at eip ${h(r.eip)}, want ${h(eip)}`);
+  if (!c.anyEnd) {
+    const vector = c.vector ?? END_VECTOR;
+    if (r.vector !== vector) out.push(`ended with vector ${r.vector}, want ${vector}`);
+    const errorCode = c.errorCode ?? (c.vector === undefined ? 0 : undefined);
+    const mask = c.errorMask ?? -1;
+    if (errorCode !== undefined && (r.errorCode & mask) !== (errorCode & mask)) {
+      out.push(`error code ${h(r.errorCode)}, want ${h(errorCode)}`);
+    }
+    const eip = LAYOUT.code + (c.eipOffset ?? (c.vector === undefined ? input.code.length - 1 : -1));
+    if ((c.eipOffset !== undefined || c.vector === undefined) && r.eip >>> 0 !== eip) {
+      out.push(`ended at eip ${h(r.eip)}, want ${h(eip)}`);
+    }
   }
   for (const [off, bytes] of Object.entries(c.wantData ?? {})) {
     const o = Number(off);

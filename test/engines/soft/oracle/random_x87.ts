@@ -16,7 +16,8 @@ export interface RandomX87Program {
 }
 
 /** Status word bits: the six exception flags, SF, and the condition codes. */
-const EXC = 0x7f;
+/** The exception flags, SF, and ES/B (set when an exception is unmasked). */
+const EXC = 0x80ff;
 const C0 = 0x100;
 const C1 = 0x200;
 const C2 = 0x400;
@@ -98,7 +99,12 @@ const LOAD: Record<string, string> = {
   i64: "fild qword",
 };
 
-export function randomX87Program(seed: number, steps = 24): RandomX87Program {
+/**
+ * @param unmask when true, some steps unmask IE, DE, ZE or PE (never OE/UE: their bias-adjusted
+ *   results are a documented limit of the soft FPU): the program then ends with #MF at the next
+ *   waiting instruction, and the runners must agree on where and on everything stored before.
+ */
+export function randomX87Program(seed: number, steps = 24, unmask = false): RandomX87Program {
   const g = new Prng(seed);
   const data = new Uint8Array(4096);
   const view = new DataView(data.buffer);
@@ -112,7 +118,8 @@ export function randomX87Program(seed: number, steps = 24): RandomX87Program {
   for (let step = 0; step < steps && step < 48; step++) {
     const out = OUTPUT + 32 * step;
     const o = (k: number) => `[DATA+0x${(out + k).toString(16)}]`;
-    const cw = 0x3f | (g.pick([0, 2, 3]) << 8) | (g.below(4) << 10);
+    const unmasked = unmask && g.below(4) === 0 ? g.pick([0x01, 0x02, 0x04, 0x20, 0x25, 0x07]) : 0;
+    const cw = (0x3f & ~unmasked) | (g.pick([0, 2, 3]) << 8) | (g.below(4) << 10);
     view.setUint16(CW + 2 * step, cw, true);
     lines.push(`fldcw [DATA+0x${(CW + 2 * step).toString(16)}]`, "fnclex");
     /** Stores the status word under `mask` at out+30. */
