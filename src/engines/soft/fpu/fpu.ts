@@ -45,9 +45,16 @@ import {
  * - The core may set `ip`, `cs` (the instruction's offset and code selector) before `execute` so
  *   FNSTENV/FNSAVE/FXSAVE report them; the data pointer is the operand's linear address.
  *
+ * Checked against the hardware: test/engines/soft/oracle runs the same x87 snippets natively on
+ * the host CPU (hand-written cases and thousands of random programs: every precision and
+ * rounding control, NaN/denormal/infinity operands, masked and unmasked exceptions, status and
+ * tag words, FNSTENV/FNSAVE/FXSAVE images) and they agree bit for bit.
+ *
  * Limits: unmasked overflow/underflow store the masked result (no 2^24576 bias adjustment);
  * FNSTENV/FLDENV/FNSAVE/FRSTOR use the protected-mode layouts in every mode; transcendental
- * instructions compute in double precision (53-bit significand).
+ * instructions compute in double precision (53-bit significand; within 2 ulps of a double of the
+ * hardware in the oracle test); FDS is whatever the core stores in `ds` (0 by default).
+ * Speed: about 1.5 M x87 instructions per second (BigInt arithmetic; FLD/FMUL/FSTP m64 loop).
  */
 
 /** Thrown for an x87 encoding that does not exist or is not implemented; the CPU raises #UD. */
