@@ -11,13 +11,13 @@ import {
   renameSync,
   rmSync,
   statSync,
-  unlinkSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { withLockFile } from "../lock_file.js";
 import { type Digest, digestHex, isDigest, sha256Of, shortId } from "./digest.js";
 import { ImageError } from "./errors.js";
 import { unpackLayer } from "./layer.js";
@@ -182,30 +182,16 @@ export class ImageStore {
   /** Runs `fn` holding the store lock (an O_EXCL lock file; stale after 30 s). */
   private locked<T>(fn: () => T): T {
     const lock = join(this.root, "lock");
-    const start = Date.now();
-    for (;;) {
-      try {
-        closeSync(openSync(lock, "wx"));
-        break;
-      } catch {
-        try {
-          if (Date.now() - statSync(lock).mtimeMs > 30_000) unlinkSync(lock);
-        } catch {
-          // gone already
-        }
-        if (Date.now() - start > 60_000)
-          throw new ImageError(
-            "BAD_BLOB",
-            `image store is locked (${lock} kept for 60 s): another vessel command is using it; try again when that one ends`,
-          );
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
-      }
-    }
-    try {
-      return fn();
-    } finally {
-      rmSync(lock, { force: true });
-    }
+    return withLockFile(
+      lock,
+      { staleMs: 30_000, timeoutMs: 60_000, pollMs: 10 },
+      () =>
+        new ImageError(
+          "BAD_BLOB",
+          `image store is locked (${lock} kept for 60 s): another vessel command is using it; try again when that one ends`,
+        ),
+      fn,
+    );
   }
 
   /**

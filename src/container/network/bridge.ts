@@ -1,16 +1,7 @@
 import { spawnSync } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { withLockFile } from "../lock_file.js";
 import { ManagerError } from "../manager/errors.js";
 
 /**
@@ -146,35 +137,23 @@ export class Ipam {
   }
 
   private withLock<T>(fn: (table: Record<string, string>) => T): T {
-    const start = Date.now();
-    for (;;) {
-      try {
-        closeSync(openSync(this.lock, "wx"));
-        break;
-      } catch {
-        try {
-          if (Date.now() - statSync(this.lock).mtimeMs > 10_000) unlinkSync(this.lock);
-        } catch {
-          // gone
-        }
-        if (Date.now() - start > 20_000)
-          throw new ManagerError(
-            "NETWORK",
-            `address allocator is locked (${this.lock} kept for 20 s): another vessel command is starting or removing a container; try again when that one ends`,
-          );
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
-      }
-    }
-    try {
-      const table = existsSync(this.file)
-        ? (JSON.parse(readFileSync(this.file, "utf8")) as Record<string, string>)
-        : {};
-      const out = fn(table);
-      writeFileSync(this.file, JSON.stringify(table));
-      return out;
-    } finally {
-      rmSync(this.lock, { force: true });
-    }
+    return withLockFile(
+      this.lock,
+      { staleMs: 10_000, timeoutMs: 20_000, pollMs: 5 },
+      () =>
+        new ManagerError(
+          "NETWORK",
+          `address allocator is locked (${this.lock} kept for 20 s): another vessel command is starting or removing a container; try again when that one ends`,
+        ),
+      () => {
+        const table = existsSync(this.file)
+          ? (JSON.parse(readFileSync(this.file, "utf8")) as Record<string, string>)
+          : {};
+        const out = fn(table);
+        writeFileSync(this.file, JSON.stringify(table));
+        return out;
+      },
+    );
   }
 
   allocate(id: string, alive: (id: string) => boolean): string {
