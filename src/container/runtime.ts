@@ -71,6 +71,17 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** SIGKILLs each of `pids`; those already gone are skipped. */
+function killAll(pids: readonly number[]): void {
+  for (const p of pids) {
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
 function writePidFile(path: string | undefined, pid: number): void {
   if (!path) return;
   const abs = callerPath(path);
@@ -211,21 +222,9 @@ export class Runtime {
   }
 
   private async cleanupFailed(id: string, pid: number, cgroup: CgroupManager | undefined): Promise<void> {
-    if (pid > 0) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
+    if (pid > 0) killAll([pid]);
     if (cgroup) {
-      for (const p of cgroup.pids()) {
-        try {
-          process.kill(p, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
+      killAll(cgroup.pids());
       for (let i = 0; i < 200 && cgroup.pids().length > 0; i++) await sleep(5);
       try {
         cgroup.destroy();
@@ -360,24 +359,12 @@ export class Runtime {
           { id, status },
         );
       }
-      for (const p of [rec.pid, ...cgroup.pids()]) {
-        try {
-          process.kill(p, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
+      killAll([rec.pid, ...cgroup.pids()]);
       if (status === "paused") cgroup.thaw();
       for (let i = 0; i < 1000 && isAlive(rec); i++) await sleep(5);
     } else {
       // a stopped init may leave orphans behind in its cgroup (no pid namespace): end them
-      for (const p of cgroup.pids()) {
-        try {
-          process.kill(p, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
+      killAll(cgroup.pids());
     }
     for (let i = 0; i < 400 && cgroup.pids().length > 0; i++) await sleep(5);
     let spec: Spec | undefined;
