@@ -5,6 +5,7 @@
  *
  *   - the clocksource is kvm-clock (the soft engine's KVM paravirtual CPU interface);
  *   - 16 bytes arrive from /dev/hwrng (virtio-rng);
+ *   - a line written to /dev/hvc0 reaches Vessel's console output (virtio-console);
  *   - a vsock echo: a guest program (test/vm/guest_tools/vsock_echo.c, built here with gcc -m32,
  *     handed to the guest as a raw read-only disk) connects to the host's CID 2, and this test
  *     answers on the Unix socket `<uds>_<port>` (Firecracker's convention);
@@ -71,9 +72,11 @@ function buildTool(dir: string): string | undefined {
 function guestScript(toolBytes: number): string {
   const sectors = Math.ceil(toolBytes / 512);
   return [
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
     'disk() { for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = $1 ] && echo ${b##*/}; done; }',
     "echo CLOCK=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)",
     "echo RNG=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \\n')",
+    "echo HVC=through-virtio-console > /dev/hvc0",
     `dd if=/dev/$(disk tools) of=/tmp/ve bs=512 count=${sectors} 2>/dev/null; chmod +x /tmp/ve`,
     `out=$(/tmp/ve ${VSOCK_PORT} ping-from-guest); echo "VSOCK=$out rc=$?"`,
     `mkdir -p /mnt && mount -t ext4 /dev/$(disk data) /mnt && echo '${FILE_TEXT}' > /mnt/kept.txt && sync && echo WROTE=yes`,
@@ -81,7 +84,7 @@ function guestScript(toolBytes: number): string {
   ].join("\n");
 }
 
-test("virtio on the soft engine: kvm-clock, rng bytes, a vsock echo, and a file that survives SIGKILL", {
+test("virtio on the soft engine: kvm-clock, rng bytes, hvc0 output, a vsock echo, and a file that survives SIGKILL", {
   timeout: 600_000,
 }, async (t) => {
   const guest = guestPaths("i386");
@@ -127,6 +130,7 @@ test("virtio on the soft engine: kvm-clock, rng bytes, a vsock echo, and a file 
         "--disk",
         `${data},serial=data`,
         "--rng",
+        "--virtio-console",
         "--vsock",
         `cid=3,uds=${uds}`,
         "--",
@@ -153,6 +157,7 @@ test("virtio on the soft engine: kvm-clock, rng bytes, a vsock echo, and a file 
     const line = (key: string) => new RegExp(`^${key}=(.*)$`, "m").exec(out)?.[1]?.trim();
     assert.equal(line("CLOCK"), "kvm-clock", out.slice(-3000));
     assert.match(line("RNG") ?? "", /^[0-9a-f]{32}$/, out.slice(-3000));
+    assert.equal(line("HVC"), "through-virtio-console", out.slice(-3000));
     assert.equal(line("VSOCK"), "echo:ping-from-guest rc=0", out.slice(-3000));
     assert.ok(wrote, `the guest did not finish writing:\n${out.slice(-3000)}`);
     // Vessel died by SIGKILL; what the guest flushed is in the image.
