@@ -22,7 +22,11 @@ export function isMounted(path: string): boolean {
 export function mountRootfs(layersLowestFirst: string[], upper: string, work: string, target: string): void {
   for (const d of [upper, work, target]) mkdirSync(d, { recursive: true });
   if (isMounted(target)) return;
-  if (layersLowestFirst.length === 0) throw new ManagerError("START_FAILED", "image has no layers");
+  if (layersLowestFirst.length === 0)
+    throw new ManagerError(
+      "START_FAILED",
+      "image has no layers, so there is no root filesystem to run (an image built FROM scratch needs a COPY or ADD step)",
+    );
   const lower = [...layersLowestFirst].reverse().join(":");
   const opts = `lowerdir=${lower},upperdir=${upper},workdir=${work}`;
   if (opts.length > 4000) {

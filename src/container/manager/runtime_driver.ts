@@ -241,7 +241,10 @@ export function cliDriver(vesselRoot: string, want: string): RuntimeDriver {
   let argv0: string[];
   if (want === "vessel-runc") {
     if (!existsSync(VESSEL_RUNC))
-      throw new ManagerError("START_FAILED", `vessel-runc is missing (${VESSEL_RUNC})`);
+      throw new ManagerError(
+        "START_FAILED",
+        `vessel-runc is missing (${VESSEL_RUNC}): run Vessel from a complete checkout, or set VESSEL_OCI_RUNTIME=runc`,
+      );
     argv0 = [process.execPath, VESSEL_RUNC];
   } else {
     const path = want.includes("/") ? want : which(want);
