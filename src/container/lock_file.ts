@@ -20,7 +20,9 @@ export function withLockFile<T>(path: string, times: LockFileTimes, timeout: () 
     try {
       closeSync(openSync(path, "wx"));
       break;
-    } catch {
+    } catch (err) {
+      // only an existing lock is waited for; a missing directory or a permission is reported now
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       try {
         if (Date.now() - statSync(path).mtimeMs > times.staleMs) unlinkSync(path);
       } catch {

@@ -70,3 +70,17 @@ test("withLockFile takes over a stale lock file (its holder died)", () => {
   );
   assert.equal(existsSync(lock), false);
 });
+
+test("withLockFile reports a lock it cannot create (no such directory) at once, not as a held lock", () => {
+  const lock = join(dir, "missing", "d.lock");
+  assert.throws(
+    () =>
+      withLockFile(
+        lock,
+        { ...times, timeoutMs: 60_000 },
+        () => new Error("still locked"),
+        () => 1,
+      ),
+    (err: NodeJS.ErrnoException) => err.code === "ENOENT",
+  );
+});
