@@ -234,9 +234,14 @@ function readModule(path: string): Uint8Array {
   if (tool === undefined) return readFileSync(path);
   const r = spawnSync(tool, ["-dc", path], { maxBuffer: 256 * 1024 * 1024 });
   if (r.error || r.status !== 0) {
+    const pkg = tool === "xz" ? "xz-utils" : tool;
+    const why =
+      (r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT"
+        ? `${tool} is not installed (apt-get install ${pkg})`
+        : (r.error?.message ?? r.stderr.toString().trim());
     throw new GuestError(
       "GUEST_UNPACK_FAILED",
-      `could not decompress ${path} with ${tool}`,
+      `could not decompress ${path} with ${tool}: ${why}`,
       { path },
       r.error,
     );
