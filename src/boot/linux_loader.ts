@@ -18,7 +18,7 @@ import { buildBootParams } from "./boot_params.js";
 import { type BzImage, parseBzImage } from "./bzimage.js";
 import { buildE820, type E820Entry } from "./e820.js";
 import type { EntryState, SegmentState } from "./entry_state.js";
-import { writeMpTable } from "./mptable.js";
+import { mpTableFits, writeMpTable } from "./mptable.js";
 
 /**
  * Loads a Linux bzImage the way a boot loader using the 32-bit or 64-bit boot protocol does
@@ -58,7 +58,8 @@ export interface LoadedLinux {
   initrd?: { addr: number; size: number };
   e820: E820Entry[];
   acpi?: AcpiResult;
-  mptableAddr: number;
+  /** Where the MP table went; undefined when ACPI describes more CPUs than an MP table holds. */
+  mptableAddr: number | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -189,7 +190,10 @@ export function bootLinux(memory: GuestMemory, config: LinuxBootConfig): LoadedL
     config.acpi === false
       ? undefined
       : writeAcpiTables(memory, { cpus: config.cpus, virtioDevices: config.virtioDevices });
-  const mptableAddr = writeMpTable(memory, config.cpus);
+  // The MP table is the CPUs' description for `acpi=off`; with ACPI the MADT names them, so a CPU
+  // count the EBDA cannot hold in an MP table (over 40) boots without one instead of failing.
+  const mptableAddr =
+    acpi !== undefined && !mpTableFits(config.cpus) ? undefined : writeMpTable(memory, config.cpus);
   const zp = buildBootParams({
     image,
     cmdlineAddr: CMDLINE_START,

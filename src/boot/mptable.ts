@@ -112,6 +112,11 @@ export function buildMpTable(cpus: number, ioapicId = cpus, at = MPTABLE_START):
   return out;
 }
 
+/** True when the MP table for `cpus` CPUs fits in the EBDA between MPTABLE_START and 0xa0000. */
+export function mpTableFits(cpus: number): boolean {
+  return MPTABLE_START + buildMpTable(cpus, cpus).length <= 0xa0000;
+}
+
 /** Writes the MP table at MPTABLE_START; it must stay below 1 MiB inside the reserved EBDA area. */
 export function writeMpTable(memory: GuestMemory, cpus: number, ioapicId = cpus): number {
   const table = buildMpTable(cpus, ioapicId);

@@ -257,10 +257,10 @@ test("MP table: floating pointer and PCMP table with processors, bus, IOAPIC and
   assert.equal(types.filter((t) => t === 3).length, 16);
 });
 
-test("loadLinux refuses a CPU count the MP table cannot hold, and says the largest that fits", () => {
-  bootLinux(machine(128 * MiB), config({ cpus: 40 }));
+test("without ACPI, loadLinux refuses a CPU count the MP table cannot hold, and says the largest that fits", () => {
+  bootLinux(machine(128 * MiB), config({ cpus: 40, acpi: false }));
   assert.throws(
-    () => bootLinux(machine(128 * MiB), config({ cpus: 41 })),
+    () => bootLinux(machine(128 * MiB), config({ cpus: 41, acpi: false })),
     (err: unknown) =>
       err instanceof BootError && err.code === "BOOT_MPTABLE_TOO_BIG" && /at most 40 CPUs/.test(err.message),
   );
@@ -268,6 +268,11 @@ test("loadLinux refuses a CPU count the MP table cannot hold, and says the large
     () => bootLinux(machine(128 * MiB), config({ cpus: 0 })),
     (err: unknown) => err instanceof BootError && err.code === "BOOT_BAD_CPUS",
   );
+});
+
+test("with ACPI, more CPUs than an MP table holds boot with the MADT alone", () => {
+  assert.notEqual(bootLinux(machine(128 * MiB), config({ cpus: 40 })).mptableAddr, undefined);
+  assert.equal(bootLinux(machine(128 * MiB), config({ cpus: 64 })).mptableAddr, undefined);
 });
 
 test("DSDT AML disassembles with iasl into LNRO0005 devices with their windows and GSIs", (t) => {
