@@ -18,6 +18,7 @@ packages=(
   libseccomp-dev     # seccomp tests compare against libseccomp's constants
   attr               # container images: setfattr/getfattr for overlayfs opaque directories
   gcc make libc6-dev linux-libc-dev  # native/*: C helpers (bench-exits uses <linux/kvm.h>)
+  xz-utils           # soft engine: xz -dc decompresses the bzImage payload (src/boot/kernel_payload.ts)
   python3            # vm run console tests drive a pty with python3's pty module (Node has none)
 )
 

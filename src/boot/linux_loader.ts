@@ -17,7 +17,9 @@ import { BootError } from "./boot_error.js";
 import { buildBootParams } from "./boot_params.js";
 import { type BzImage, parseBzImage } from "./bzimage.js";
 import { buildE820, type E820Entry } from "./e820.js";
+import { type Elf32Image, parseElf32 } from "./elf32.js";
 import type { EntryState, SegmentState } from "./entry_state.js";
+import { decompressPayload, kernelPayload, type PayloadFormat } from "./kernel_payload.js";
 import { mpTableFits, writeMpTable } from "./mptable.js";
 
 /**
@@ -46,6 +48,13 @@ export interface LinuxBootConfig {
   acpi?: boolean;
   /** Name of the kernel for messages (a path). */
   kernelName?: string;
+  /**
+   * Decompress the bzImage's payload in the VMM and load the vmlinux ELF at its own physical
+   * addresses, entering startup_32 directly (32-bit kernels only; default false: the kernel's own
+   * decompressor runs). Errors particular to this path have codes starting with BOOT_PAYLOAD_
+   * (see isPayloadError), so a caller can fall back to the normal path.
+   */
+  decompress?: boolean;
 }
 
 export interface LoadedLinux {
@@ -60,6 +69,13 @@ export interface LoadedLinux {
   acpi?: AcpiResult;
   /** Where the MP table went; undefined when ACPI describes more CPUs than an MP table holds. */
   mptableAddr: number | undefined;
+  /** With `decompress`: the payload's format and the vmlinux segments that were loaded. */
+  vmlinux?: { format: PayloadFormat; size: number; entry: number; elf: Elf32Image };
+}
+
+/** True for the errors of the `decompress` path that the normal bzImage path does not have. */
+export function isPayloadError(err: unknown): err is BootError {
+  return err instanceof BootError && err.code.startsWith("BOOT_PAYLOAD_");
 }
 
 const MiB = 1024 * 1024;
@@ -155,9 +171,12 @@ export function bootLinux(memory: GuestMemory, config: LinuxBootConfig): LoadedL
     );
   }
 
-  const loadAddr = HIMEM_START;
-  const kernelEnd = kernelEndOf(image, loadAddr);
   const lowEnd = Math.min(config.memSize, MMIO_HOLE_START);
+  // Everything the decompress path can refuse is checked before guest memory is written, so a
+  // caller that falls back to the normal path finds memory untouched.
+  const vmlinux = config.decompress === true ? prepareVmlinux(image, name, lowEnd) : undefined;
+  const loadAddr = vmlinux?.loadAddr ?? HIMEM_START;
+  const kernelEnd = vmlinux?.kernelEnd ?? kernelEndOf(image, loadAddr);
   if (!memory.contains(0, lowEnd)) {
     throw new BootError(
       "BOOT_MEMORY_LAYOUT",
@@ -174,7 +193,15 @@ export function bootLinux(memory: GuestMemory, config: LinuxBootConfig): LoadedL
     );
   }
 
-  memory.write(loadAddr, image.protectedMode);
+  if (vmlinux === undefined) {
+    memory.write(loadAddr, image.protectedMode);
+  } else {
+    // parse_elf() in arch/x86/boot/compressed/misc.c, without the move: each PT_LOAD at p_paddr.
+    for (const seg of vmlinux.elf.segments) {
+      memory.write(seg.paddr, vmlinux.data.subarray(seg.offset, seg.offset + seg.filesz));
+      if (seg.memsz > seg.filesz) memory.fill(seg.paddr + seg.filesz, seg.memsz - seg.filesz, 0);
+    }
+  }
   memory.fill(CMDLINE_START, cmdline.length + 1, 0);
   memory.write(CMDLINE_START, cmdline);
 
@@ -264,7 +291,10 @@ export function bootLinux(memory: GuestMemory, config: LinuxBootConfig): LoadedL
     entry = {
       ...common,
       mode: "protected32",
-      rip: loadAddr, // startup_32 (code32_start; we load at 1 MiB, the header's default)
+      // startup_32: of the decompressor (code32_start; loaded at 1 MiB, the header's default), or
+      // of vmlinux itself (arch/x86/kernel/head_32.S), which wants the same state: flat
+      // __BOOT_CS/__BOOT_DS, paging off, interrupts off, ESI = boot_params.
+      rip: vmlinux?.entry ?? loadAddr,
       cr0: 0x11, // ET | PE, paging off
       cr3: 0,
       cr4: 0,
@@ -275,7 +305,71 @@ export function bootLinux(memory: GuestMemory, config: LinuxBootConfig): LoadedL
   const result: LoadedLinux = { entry, image, loadAddr, kernelEnd, e820, mptableAddr };
   if (initrd !== undefined) result.initrd = initrd;
   if (acpi !== undefined) result.acpi = acpi;
+  if (vmlinux !== undefined) {
+    result.vmlinux = {
+      format: vmlinux.format,
+      size: vmlinux.data.length,
+      entry: vmlinux.entry,
+      elf: vmlinux.elf,
+    };
+  }
   return result;
+}
+
+interface PreparedVmlinux {
+  format: PayloadFormat;
+  data: Uint8Array;
+  elf: Elf32Image;
+  /** Physical entry point (startup_32). */
+  entry: number;
+  /** Lowest p_paddr: LOAD_PHYSICAL_ADDR for a kernel built the usual way. */
+  loadAddr: number;
+  /** load address + init_size, or the end of the highest segment if that is further. */
+  kernelEnd: number;
+}
+
+/**
+ * Extracts, decompresses and checks the vmlinux inside `image`: every PT_LOAD at or above 1 MiB
+ * and below `lowEnd`, the entry inside a segment. Loading at the ELF's own physical addresses means
+ * no relocation is needed (the decompressor's handle_relocations() only runs for a moved kernel).
+ */
+function prepareVmlinux(image: BzImage, name: string, lowEnd: number): PreparedVmlinux {
+  const payload = kernelPayload(image, name);
+  const data = decompressPayload(payload, lowEnd, name);
+  const elf = parseElf32(data, `${name}'s decompressed payload`);
+  const bad = (why: string, details: Record<string, unknown>): BootError =>
+    new BootError("BOOT_PAYLOAD_LAYOUT", `${name}'s vmlinux cannot be loaded directly: ${why}`, {
+      name,
+      ...details,
+    });
+  let loadAddr = Number.MAX_SAFE_INTEGER;
+  let end = 0;
+  for (const seg of elf.segments) {
+    const segEnd = seg.paddr + seg.memsz;
+    if (seg.paddr < HIMEM_START || segEnd > lowEnd) {
+      throw bad(
+        `a PT_LOAD segment at physical 0x${seg.paddr.toString(16)}-0x${segEnd.toString(16)} is outside guest RAM above 1 MiB (0x${HIMEM_START.toString(16)}-0x${lowEnd.toString(16)})`,
+        { paddr: seg.paddr, memsz: seg.memsz, lowEnd },
+      );
+    }
+    loadAddr = Math.min(loadAddr, seg.paddr);
+    end = Math.max(end, segEnd);
+  }
+  // vmlinux.lds.S: ENTRY(phys_startup_32), a physical address; accept a virtual one too.
+  let entry: number | undefined;
+  for (const seg of elf.segments) {
+    if (elf.entry >= seg.paddr && elf.entry < seg.paddr + seg.memsz) entry = elf.entry;
+    else if (elf.entry >= seg.vaddr && elf.entry < seg.vaddr + seg.memsz)
+      entry = elf.entry - seg.vaddr + seg.paddr;
+    if (entry !== undefined) break;
+  }
+  if (entry === undefined) {
+    throw bad(`its entry 0x${elf.entry.toString(16)} is in no PT_LOAD segment`, { entry: elf.entry });
+  }
+  // init_size covers the decompressed image's memory size with its BSS and brk (boot.rst
+  // "init_size"), counted from the load address; the initrd goes above it.
+  const kernelEnd = Math.max(loadAddr + image.initSize, end);
+  return { format: payload.format, data, elf, entry, loadAddr, kernelEnd };
 }
 
 /** The library entry point engines call: loads everything and returns the boot CPU's entry state. */

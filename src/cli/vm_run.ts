@@ -28,6 +28,8 @@ With a command, the guest runs it instead of a shell and Vessel exits with its s
   --mem SIZE          guest memory, e.g. 256M, 1G (default 256M)
   --cpus N            virtual CPUs (KVM engine; default 1)
   --stats             print statistics when the VM stops (VM exits by reason, ...)
+  --no-decompress     soft engine: run the bzImage's own decompressor instead of loading the
+                      kernel decompressed by Vessel (slower boot; for comparisons)
   --timeout SECONDS   stop the VM after this long
   --disk PATH[,ro][,serial=ID]      a virtio-blk disk (raw image); repeatable
   --net tap[,name=IF][,mac=MAC][,host-ip=CIDR][,bridge=BR]   a virtio-net NIC on a TAP; repeatable
@@ -49,6 +51,7 @@ interface RunOptions {
   mem?: string;
   cpus?: string;
   stats?: boolean;
+  "no-decompress"?: boolean;
   timeout?: string;
   disk?: string[];
   net?: string[];
@@ -76,6 +79,7 @@ function parse(args: string[]): { values: RunOptions; command: string[] } {
         mem: { type: "string" },
         cpus: { type: "string" },
         stats: { type: "boolean" },
+        "no-decompress": { type: "boolean" },
         timeout: { type: "string" },
         disk: { type: "string", multiple: true },
         net: { type: "string", multiple: true },
@@ -177,6 +181,7 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     cpus,
     kvmPath,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(values["no-decompress"] === true ? { decompress: false } : {}),
   };
 }
 

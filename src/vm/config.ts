@@ -21,6 +21,12 @@ export interface VmConfig {
    * ACPI DSDT). Must be structured-cloneable: no `onOutput` callbacks.
    */
   virtio?: VirtioDeviceSpec[];
+  /**
+   * Soft engine: decompress the bzImage's payload in the VMM and enter vmlinux directly (default
+   * true; boot/linux_loader.ts `decompress`), skipping ~2 G guest instructions of the kernel's own
+   * decompressor. false (`--no-decompress`) boots the bzImage as it is. The KVM engine ignores it.
+   */
+  decompress?: boolean;
 }
 
 const MiB = 1024 * 1024;

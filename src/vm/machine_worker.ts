@@ -11,7 +11,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { guestRamRegions } from "../boot/e820.js";
 import type { EntryState } from "../boot/entry_state.js";
-import { loadLinux } from "../boot/linux_loader.js";
+import { isPayloadError, type LinuxBootConfig, loadLinux } from "../boot/linux_loader.js";
 import { HostClock } from "../devices/clock.js";
 import { PcPlatform } from "../devices/pc_platform.js";
 import type { ConsoleDevice } from "../devices/virtio/console/device.js";
@@ -142,9 +142,9 @@ function stopResult(
   return { reason: "reset", detail: "the guest reset the machine (i8042 reset line)" };
 }
 
-function load(memory: GuestMemory, arch: "x86_64" | "i386", acpi: boolean): EntryState {
+function load(memory: GuestMemory, arch: "x86_64" | "i386", acpi: boolean, decompress = false): EntryState {
   const c = data.config;
-  return loadLinux(memory, {
+  const boot: LinuxBootConfig = {
     kernel: data.kernel,
     initrd: data.initrd,
     cmdline: c.cmdline,
@@ -154,7 +154,20 @@ function load(memory: GuestMemory, arch: "x86_64" | "i386", acpi: boolean): Entr
     arch,
     acpi,
     kernelName: c.kernel,
-  });
+  };
+  if (decompress) {
+    try {
+      return loadLinux(memory, { ...boot, decompress: true });
+    } catch (err) {
+      // The decompress path checks everything before writing guest memory, so the normal path
+      // starts clean; it runs the kernel's own decompressor instead.
+      if (!isPayloadError(err)) throw err;
+      process.stderr.write(
+        `vessel: booting the bzImage as it is (kernel not decompressed by the VMM): ${err.message}\n`,
+      );
+    }
+  }
+  return loadLinux(memory, boot);
 }
 
 /** Lets each virtio transport do its host-side I/O (G's factory.ts, step 3). */
@@ -298,7 +311,7 @@ async function runSoft(): Promise<VmResult> {
   }
 
   async function runSoftCpu(): Promise<VmResult> {
-    const entry = load(memory, "i386", apic);
+    const entry = load(memory, "i386", apic, c.decompress !== false);
     const cpu = new SoftCpu({
       memory,
       ports: dev.ports,
