@@ -1183,25 +1183,37 @@ export class Fpu {
     return (k === Kind.Normal || k === Kind.Unsupported) && x.exp >= BIAS + 63 && x.exp !== EXP_MAX;
   }
 
-  private fptan(): void {
+  /**
+   * The checks FPTAN and FSINCOS share (both replace ST(0) and push a second result): an empty
+   * ST(0) or a full ST(7) leaves the indefinite pair (when the stack fault is masked); an operand
+   * outside the trig range sets C2 and leaves the stack alone. Returns the operand, or undefined
+   * when the instruction is already complete.
+   */
+  private twoResultTrigOperand(): Ext80 | undefined {
     if (this.isEmpty(0)) {
-      if (this.underflow()) return;
+      if (this.underflow()) return undefined;
       this.setSt(0, INDEFINITE);
       this.load(INDEFINITE);
-      return;
+      return undefined;
     }
     if (!this.empty[(this.top - 1) & 7]) {
-      if (this.overflow()) return;
+      if (this.overflow()) return undefined;
       this.setSt(0, INDEFINITE);
       this.push(INDEFINITE);
-      return;
+      return undefined;
     }
     const x = this.st(0);
     if (this.outOfTrigRange(x)) {
       this.sw |= Sw.C2;
-      return;
+      return undefined;
     }
     this.sw &= ~Sw.C2;
+    return x;
+  }
+
+  private fptan(): void {
+    const x = this.twoResultTrigOperand();
+    if (x === undefined) return;
     const r = this.transcendental(x, (v) => Math.tan(v));
     if (this.finish()) return;
     this.setSt(0, r);
@@ -1210,24 +1222,8 @@ export class Fpu {
   }
 
   private fsincos(): void {
-    if (this.isEmpty(0)) {
-      if (this.underflow()) return;
-      this.setSt(0, INDEFINITE);
-      this.load(INDEFINITE);
-      return;
-    }
-    if (!this.empty[(this.top - 1) & 7]) {
-      if (this.overflow()) return;
-      this.setSt(0, INDEFINITE);
-      this.push(INDEFINITE);
-      return;
-    }
-    const x = this.st(0);
-    if (this.outOfTrigRange(x)) {
-      this.sw |= Sw.C2;
-      return;
-    }
-    this.sw &= ~Sw.C2;
+    const x = this.twoResultTrigOperand();
+    if (x === undefined) return;
     const s = this.transcendental(x, (v) => Math.sin(v));
     const c = classify(x) === Kind.Zero ? ONE : this.transcendental(x, (v) => Math.cos(v));
     if (this.finish()) return;
