@@ -12,6 +12,7 @@ import { createConnection, createServer, type Server, Socket } from "node:net";
 import { join } from "node:path";
 import { ImageStore } from "../image/store.js";
 import { addPortRules, Ipam, removePortRules, setupNetns, teardownNetns } from "../network/bridge.js";
+import { callerWindowSize } from "./console.js";
 import { ManagerError } from "./errors.js";
 import { LogWriter } from "./log.js";
 import { buildOciConfig, cgroupsPath } from "./oci_config.js";
@@ -138,6 +139,7 @@ export async function prepare(
     mkdirSync(src, { recursive: true });
     return src;
   });
+  const consoleSize = cfg.tty ? callerWindowSize() : undefined;
   const spec = buildOciConfig({
     cfg,
     rootfs,
@@ -145,6 +147,7 @@ export async function prepare(
     etcFiles: { hosts: hostsFile, hostname: join(etc, "hostname"), resolv: join(etc, "resolv.conf") },
     volumeSources,
     runtimeTerminal,
+    ...(consoleSize ? { consoleSize } : {}),
   });
   writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
   return { bundle, proxies, ...(ip ? { ip } : {}) };
@@ -223,7 +226,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
   const driver = opts.driver ?? (await defaultDriver(store.root));
   let prepared: Prepared;
   try {
-    prepared = await prepare(store, cfg, driver.canPipe);
+    prepared = await prepare(store, cfg, driver.allocatesTerminal);
   } catch (err) {
     await teardown(store, id, driver);
     store.updateState(id, {
@@ -263,6 +266,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         logFile: runtimeLog,
         stdio: pipe ? "pipe" : "inherit",
         stdin: opts.attached && cfg.interactive,
+        tty: opts.attached && cfg.tty,
       });
       handle.stdout?.on("data", (b: Buffer) => {
         log.write("stdout", b);

@@ -119,10 +119,13 @@ export interface OciConfigInput {
   etcFiles: { hosts: string; hostname: string; resolv: string };
   volumeSources: string[];
   /**
-   * Whether the runtime allocates a pty for `-t` (runc's foreground run does). When it does not,
+   * Whether the runtime allocates a pty for `-t` (runc's foreground run does; the library runtime
+   * does through a console socket the manager proxies). When it does not,
    * the container inherits the caller's terminal as its stdio instead.
    */
   runtimeTerminal: boolean;
+  /** The pty's initial size (the caller's terminal), with a runtime terminal. */
+  consoleSize?: { height: number; width: number };
 }
 
 export function cgroupsPath(id: string): string {
@@ -219,6 +222,7 @@ export function buildOciConfig(input: OciConfigInput): Record<string, unknown> {
     ociVersion: "1.0.2",
     process: {
       terminal: cfg.tty && input.runtimeTerminal,
+      ...(cfg.tty && input.runtimeTerminal && input.consoleSize ? { consoleSize: input.consoleSize } : {}),
       user: {
         uid: user.uid,
         gid: user.gid,

@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
+import { ConsoleSocket, proxyConsole } from "./console.js";
 import { DEFAULT_CAPS } from "./oci_config.js";
 import { ManagerError } from "./errors.js";
 
@@ -15,6 +17,8 @@ import { ManagerError } from "./errors.js";
  *   process: no runtime subprocess, only the runtime's nsexec helper. The container inherits
  *   this process's stdio (the runtime's helper hands it fds 0-2), so output capture is done by
  *   giving the process the right fds (the detached monitor's fds 1 and 2 are FIFOs it reads).
+ *   An attached -t run gets a pty of its own: the runtime sends its master to a console socket
+ *   and this process proxies it to its terminal (console.ts), as runc's foreground run does.
  * - `OciCliDriver` speaks runc's command line, so any runc-compatible runtime fits: Debian's runc
  *   or crun, or Vessel's own `vessel-runc`. It can also hand the container pipes, which builds use
  *   to show a failing step's output.
@@ -45,12 +49,20 @@ export interface RunOptions {
   stdio: "inherit" | "pipe";
   /** Give the container this process's stdin (-i); otherwise it reads nothing. */
   stdin?: boolean;
+  /**
+   * -t attached: the process has a terminal (process.terminal in the bundle). The library runtime
+   * then gives it a new pty whose master this process proxies to its own stdio; a CLI runtime
+   * (runc's foreground run) does that itself.
+   */
+  tty?: boolean;
 }
 
 export interface RuntimeDriver {
   readonly name: string;
   /** Whether run() with `pipe` gives the container's output as streams. */
   readonly canPipe: boolean;
+  /** Whether a bundle with process.terminal gets a pty of its own in a foreground run. */
+  readonly allocatesTerminal: boolean;
   /** `logFile` receives the runtime's own messages (JSON lines), apart from the container's output. */
   run(id: string, bundle: string, opts: RunOptions): RunHandle;
   /** Runs a process in a running container with this process's stdio; resolves with its status. */
@@ -75,6 +87,7 @@ function signalNumber(name: string): number {
 export class OciCliDriver implements RuntimeDriver {
   readonly name: string;
   readonly canPipe = true;
+  readonly allocatesTerminal = true;
 
   constructor(
     private readonly argv0: string[],
@@ -151,6 +164,7 @@ type LogModule = typeof import("../log.js");
 export class LibraryDriver implements RuntimeDriver {
   readonly name = "vessel (library)";
   readonly canPipe = false;
+  readonly allocatesTerminal = true;
 
   constructor(
     private readonly mod: RuntimeModule,
@@ -165,8 +179,11 @@ export class LibraryDriver implements RuntimeDriver {
   run(id: string, bundle: string, opts: RunOptions): RunHandle {
     if (opts.stdio === "pipe")
       throw new ManagerError("START_FAILED", "the library runtime cannot give the container pipes");
-    const exit = this.runtime(opts.logFile)
-      .run(id, { bundle, pidFile: opts.pidFile })
+    const consoleSock = opts.tty
+      ? ConsoleSocket.listen(join(tmpdir(), `vessel-console-${id.slice(0, 12)}-${process.pid}.sock`))
+      : undefined;
+    const ran = this.runtime(opts.logFile)
+      .run(id, { bundle, pidFile: opts.pidFile, ...(consoleSock ? { consoleSocket: consoleSock.path } : {}) })
       .catch((err: Error) => {
         appendFileSync(
           opts.logFile,
@@ -174,6 +191,15 @@ export class LibraryDriver implements RuntimeDriver {
         );
         return /executable file not found|no such file/i.test(err.message) ? 127 : 125;
       });
+    if (consoleSock === undefined) return { exit: ran, stdout: null, stderr: null };
+    const exit = (async () => {
+      const master = await consoleSock.receive(ran);
+      const copied = master !== undefined ? proxyConsole(master, { input: opts.stdin ?? false }) : undefined;
+      const code = await ran;
+      // the last output is still in the pty; its copy ends when the container's side closes
+      if (copied) await Promise.race([copied, new Promise((r) => setTimeout(r, 2000))]);
+      return code;
+    })();
     return { exit, stdout: null, stderr: null };
   }
 

@@ -377,6 +377,39 @@ test("-i gives the container the caller's stdin", async (t) => {
   assert.equal(r.stdout, "SHOUT\n", r.stderr);
 });
 
+test("-t gives the container a pty of its own, proxied to the caller's terminal", async (t) => {
+  if (!need(t)) return;
+  if (spawnSync("python3", ["-c", "import pty"]).status !== 0) return t.skip("needs python3's pty module");
+  // the CLI runs on a pty (as a user's terminal), sized 30x90; the container must get a new one
+  const driver = `
+import os, pty, struct, fcntl, termios, sys
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+while True:
+    try: d = os.read(fd, 4096)
+    except OSError: break
+    if not d: break
+    out += d
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.stdout.write("exit=%d\\n" % os.waitstatus_to_exitcode(status))
+`;
+  const script = "tty; test -t 0 && echo is-a-tty; stty size </dev/tty";
+  const r = spawnSync(
+    "python3",
+    ["-c", driver, process.execPath, CLI, "container", "run", "--rm", "-t", "busybox", "sh", "-c", script],
+    { env, encoding: "utf8", timeout: 30_000 },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\/dev\/pts\/\d+/, r.stdout);
+  assert.match(r.stdout, /is-a-tty/, r.stdout);
+  assert.match(r.stdout, /^30 90\r?\r?$/m, "the container's pty has the caller's window size");
+  assert.match(r.stdout, /exit=0/, r.stdout);
+});
+
 test("exec runs in a running container and returns the command's exit code", async (t) => {
   if (!need(t)) return;
   const id = (await ok(["container", "run", "-d", "--name", "execme", "busybox", "sleep", "60"])).trim();
