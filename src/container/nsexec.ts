@@ -39,10 +39,14 @@ export interface HelperHandlers {
   onSync?(name: string, pid: number): Promise<void> | void;
 }
 
+/** The descriptors a container's process gets as its fds 0, 1 and 2. */
+export type StdioFds = readonly [number, number, number];
+
 export function runHelper(
   plan: Plan,
   preserveFds: number,
   handlers: HelperHandlers = {},
+  stdioFds?: StdioFds,
 ): Promise<HelperRun> {
   const path = helperPath();
   if (!existsSync(path)) {
@@ -57,13 +61,17 @@ export function runHelper(
   let sock: Socket;
   let spawned = false;
   if (req) {
+    if (stdioFds)
+      return Promise.reject(
+        new ContainerError("stdio_in_server", "the runtime server passes its client's stdio, not other fds"),
+      );
     if (req.helperStarted)
       return Promise.reject(new ContainerError("helper_twice", "one helper per runtime call"));
     req.helperStarted = true;
     sock = req.socket;
     sock.write("exec-helper\n");
   } else {
-    const stdio: StdioOptions = [0, 1, 2];
+    const stdio: StdioOptions = stdioFds ? [...stdioFds] : [0, 1, 2];
     for (let i = 0; i < preserveFds; i++) stdio.push(3 + i);
     stdio.push("pipe");
     const syncFd = 3 + preserveFds;

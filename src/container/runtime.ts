@@ -22,6 +22,7 @@ import {
 import { ContainerError, notRunning } from "./errors.js";
 import { runHooks } from "./hooks.js";
 import { RuntimeLog } from "./log.js";
+import type { StdioFds } from "./nsexec.js";
 import { callerPath, currentRequest } from "./request.js";
 import { parseSignal } from "./signals.js";
 import { loadSpec, type Process, type Resources, type Spec } from "./spec.js";
@@ -57,6 +58,11 @@ export interface CreateOptions {
   preserveFds?: number | undefined;
   noPivot?: boolean | undefined;
   noNewKeyring?: boolean | undefined;
+  /**
+   * Descriptors the container's process gets as its fds 0, 1 and 2 (default: this process's),
+   * e.g. pipe ends so a caller in this process captures its output.
+   */
+  stdio?: StdioFds | undefined;
 }
 
 export interface ExecOptions {
@@ -193,20 +199,25 @@ export class Runtime {
       this.log.debug(
         `create ${id}: ${plan.child.length} container set-up steps, clone flags 0x${plan.cloneFlags.toString(16)}`,
       );
-      const run = await runHelper(plan, opts.preserveFds ?? 0, {
-        onPid: (p) => {
-          pid = p;
-          rec.pid = p;
-          rec.startTime = procStat(p)?.startTime ?? "";
-          this.store.write(rec);
+      const run = await runHelper(
+        plan,
+        opts.preserveFds ?? 0,
+        {
+          onPid: (p) => {
+            pid = p;
+            rec.pid = p;
+            rec.startTime = procStat(p)?.startTime ?? "";
+            this.store.write(rec);
+          },
+          onSync: (name) => {
+            if (name !== "createRuntime") return;
+            const state = this.hookState(rec, "creating");
+            runHooks("prestart", spec.hooks?.prestart, state);
+            runHooks("createRuntime", spec.hooks?.createRuntime, state);
+          },
         },
-        onSync: (name) => {
-          if (name !== "createRuntime") return;
-          const state = this.hookState(rec, "creating");
-          runHooks("prestart", spec.hooks?.prestart, state);
-          runHooks("createRuntime", spec.hooks?.createRuntime, state);
-        },
-      });
+        opts.stdio,
+      );
       rec.pid = run.pid;
       rec.startTime = procStat(run.pid)?.startTime ?? "";
       this.store.write(rec);

@@ -525,3 +525,24 @@ test("cgroup v2: device rules are an eBPF program attached to the container's cg
     "default rules",
   );
 });
+
+test("library: run's stdio option gives the container's process the caller's fds 0-2", { skip }, async () => {
+  const { Runtime } = await import("../../src/container/runtime.js");
+  const b = bundle((s) => {
+    s.process!.args = ["/bin/ctest", "pid"];
+  });
+  const out = join(b.dir, "stdout.txt");
+  const fds = [openSync("/dev/null", "r"), openSync(out, "w"), openSync(join(b.dir, "stderr.txt"), "w")];
+  try {
+    const rt = new Runtime({ root: join(b.dir, "state-lib") });
+    const code = await rt.run(uniqueId("stdio"), { bundle: b.bundle, stdio: [fds[0]!, fds[1]!, fds[2]!] });
+    assert.equal(code, 0);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+  assert.equal(
+    readFileSync(out, "utf8"),
+    "1\n",
+    "the process (pid 1 in its namespace) wrote to the given fd",
+  );
+});

@@ -284,7 +284,7 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
         layer = await copyStep(store, state, step, context, exec.WorkingDir ?? "/");
         break;
       case "RUN":
-        driver ??= buildDriver(store.root.replace(/\/image$/, ""));
+        driver ??= await buildDriver(store.root.replace(/\/image$/, ""));
         layer = await runStep(store, state, step, args, driver, label, progress, opts.output);
         break;
     }

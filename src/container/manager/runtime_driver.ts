@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { appendFileSync, existsSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, constants as fsConstants, openSync, rmSync } from "node:fs";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { ConsoleSocket, proxyConsole } from "./console.js";
@@ -15,13 +16,13 @@ import { ManagerError } from "./errors.js";
  *
  * - `LibraryDriver` calls Vessel's own runtime (src/container/runtime.ts, `Runtime`) in this
  *   process: no runtime subprocess, only the runtime's nsexec helper. The container inherits
- *   this process's stdio (the runtime's helper hands it fds 0-2), so output capture is done by
- *   giving the process the right fds (the detached monitor's fds 1 and 2 are FIFOs it reads).
+ *   this process's stdio (the runtime's helper hands it fds 0-2), or with `pipe` the write ends
+ *   of FIFOs this process reads (the runtime's `stdio` option), which builds use to show a
+ *   step's output; the detached monitor's own fds 1 and 2 are FIFOs it reads.
  *   An attached -t run gets a pty of its own: the runtime sends its master to a console socket
  *   and this process proxies it to its terminal (console.ts), as runc's foreground run does.
  * - `OciCliDriver` speaks runc's command line, so any runc-compatible runtime fits: Debian's runc
- *   or crun, or Vessel's own `vessel-runc`. It can also hand the container pipes, which builds use
- *   to show a failing step's output.
+ *   or crun, or Vessel's own `vessel-runc`, for containers and build steps alike.
  * The default is the library when its helper is built; `VESSEL_OCI_RUNTIME=runc|crun|vessel-runc|PATH`
  * picks a CLI runtime.
  */
@@ -163,7 +164,7 @@ type LogModule = typeof import("../log.js");
 /** Vessel's own runtime, called as a library in this process. */
 export class LibraryDriver implements RuntimeDriver {
   readonly name = "vessel (library)";
-  readonly canPipe = false;
+  readonly canPipe = true;
   readonly allocatesTerminal = true;
 
   constructor(
@@ -177,8 +178,7 @@ export class LibraryDriver implements RuntimeDriver {
   }
 
   run(id: string, bundle: string, opts: RunOptions): RunHandle {
-    if (opts.stdio === "pipe")
-      throw new ManagerError("START_FAILED", "the library runtime cannot give the container pipes");
+    if (opts.stdio === "pipe") return this.runPiped(id, bundle, opts);
     const consoleSock = opts.tty
       ? ConsoleSocket.listen(join(tmpdir(), `vessel-console-${id.slice(0, 12)}-${process.pid}.sock`))
       : undefined;
@@ -201,6 +201,50 @@ export class LibraryDriver implements RuntimeDriver {
       return code;
     })();
     return { exit, stdout: null, stderr: null };
+  }
+
+  /**
+   * The container's fds 1 and 2 are the write ends of two FIFOs next to the pid file, whose read
+   * ends this process reads as streams; fd 0 is this process's (opts.stdin) or /dev/null.
+   */
+  private runPiped(id: string, bundle: string, opts: RunOptions): RunHandle {
+    const dir = dirname(opts.pidFile);
+    const readers: Socket[] = [];
+    const fds: number[] = [opts.stdin ? 0 : openSync("/dev/null", "r")];
+    for (const name of ["stdout.pipe", "stderr.pipe"]) {
+      const path = join(dir, name);
+      rmSync(path, { force: true });
+      const r = spawnSync("mkfifo", ["-m", "600", path], { encoding: "utf8" });
+      if (r.status !== 0)
+        throw new ManagerError("START_FAILED", `mkfifo ${path} failed: ${r.error?.message ?? r.stderr}`);
+      const readFd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+      fds.push(openSync(path, fsConstants.O_WRONLY));
+      rmSync(path, { force: true });
+      readers.push(new Socket({ fd: readFd, readable: true, writable: false }));
+    }
+    const ours = opts.stdin ? fds.slice(1) : fds;
+    const ran = this.runtime(opts.logFile)
+      .run(id, { bundle, pidFile: opts.pidFile, stdio: [fds[0]!, fds[1]!, fds[2]!] })
+      .catch((err: Error) => {
+        appendFileSync(
+          opts.logFile,
+          `${JSON.stringify({ level: "error", msg: err.message, time: new Date().toISOString() })}\n`,
+        );
+        return /executable file not found|no such file/i.test(err.message) ? 127 : 125;
+      });
+    const exit = (async () => {
+      const code = await ran;
+      // our write ends were the last ones: closing them ends the streams after their last bytes
+      for (const fd of ours) closeSync(fd);
+      const ended = readers.map(
+        (s) => new Promise<void>((r) => (s.readableEnded || s.destroyed ? r() : s.once("close", () => r()))),
+      );
+      await Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
+      for (const s of readers) s.destroy();
+      return code;
+    })();
+    for (const s of readers) s.on("error", () => undefined);
+    return { exit, stdout: readers[0]!, stderr: readers[1]! };
   }
 
   async exec(id: string, req: ExecRequest): Promise<number> {
@@ -304,11 +348,10 @@ export async function defaultDriver(vesselRoot: string): Promise<RuntimeDriver> 
   return cliDriver(vesselRoot, "runc");
 }
 
-/** The runtime for build steps, which need the step's output as pipes: a CLI runtime. */
-export function buildDriver(vesselRoot: string): RuntimeDriver {
-  const want = process.env.VESSEL_OCI_RUNTIME;
-  if (want !== undefined && want !== "" && want !== "vessel") return cliDriver(vesselRoot, want);
-  return existsSync(process.env.VESSEL_NSEXEC ?? HELPER) && existsSync(VESSEL_RUNC)
-    ? cliDriver(vesselRoot, "vessel-runc")
-    : cliDriver(vesselRoot, "runc");
+/**
+ * The runtime for build steps, which need the step's output as pipes: the same as for containers
+ * (the library gives pipes too).
+ */
+export function buildDriver(vesselRoot: string): Promise<RuntimeDriver> {
+  return defaultDriver(vesselRoot);
 }
