@@ -40,8 +40,13 @@ let hasBusybox = false;
 const BASE = ["--cgroup-manager=cgroupfs", "--events-backend=file", "--runtime", LAUNCHER];
 const LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
 
+/** podman runs in the test's scratch directory: conmon leaves an `oom` file in its cwd after an OOM kill. */
 function podman(args: string[], timeout = 60000) {
-  return spawnSync("podman", [...BASE, ...args], { encoding: "utf8", timeout });
+  return spawnSync("podman", [...BASE, ...args], {
+    encoding: "utf8",
+    timeout,
+    ...(work ? { cwd: work } : {}),
+  });
 }
 function run(args: string[], cmd: string[]) {
   return podman(["run", "--rm", ...LIMITS, ...args, IMAGE, ...cmd]);
