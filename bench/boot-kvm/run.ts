@@ -7,14 +7,13 @@
  * On a host whose KVM cannot boot Linux (no /dev/kvm, or PVM) it says so and exits 0.
  *   node dist/bench/boot-kvm/run.js [rounds=3]
  */
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { isPvm } from "../../src/engines/kvm/system.js";
 import { ensureDefaultGuest } from "../../src/guest/default_guest.js";
 import { guestCommandParam } from "../../src/guest/init_script.js";
-import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
 import { probeEngine } from "../../src/vm/engine_probe.js";
 import { Vm } from "../../src/vm/vm.js";
+import { qemuBootToMarker } from "../qemu_marker.js";
 
 const rounds = Number(process.argv[2] ?? 3);
 const MEM = 256 << 20;
@@ -54,41 +53,15 @@ async function vessel(): Promise<number> {
 }
 
 function qemu(): number | string {
-  if (spawnSync("qemu-system-x86_64", ["--version"]).status !== 0)
-    return "qemu-system-x86_64 is not installed";
-  const t0 = performance.now();
-  const r = spawnSync(
-    "qemu-system-x86_64",
-    [
-      "-M",
-      "microvm",
-      "-accel",
-      "kvm",
-      "-cpu",
-      "host",
-      "-m",
-      String(MEM >> 20),
-      "-nodefaults",
-      "-no-user-config",
-      "-nographic",
-      "-serial",
-      "null",
-      "-no-reboot",
-      "-device",
-      `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x1`,
-      "-kernel",
-      guest.kernel,
-      "-initrd",
-      guest.initrd,
-      "-append",
-      cmdline,
-    ],
-    { timeout: 120000 },
-  );
-  const ms = performance.now() - t0;
-  // isa-debug-exit ends QEMU with status (value << 1) | 1 at the marker write
-  if (r.status === null || r.status % 2 !== 1) return `QEMU did not reach the marker (status ${r.status})`;
-  return ms;
+  return qemuBootToMarker({
+    binary: "qemu-system-x86_64",
+    machine: ["-M", "microvm", "-accel", "kvm", "-cpu", "host"],
+    memMiB: MEM >> 20,
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    cmdline,
+    timeoutMs: 120000,
+  });
 }
 
 if (!existsSync(guest.kernel)) throw new Error("no default guest");

@@ -9,13 +9,12 @@
  * prints next to the marker. Times are from launch; the ratios are printed.
  *   node dist/bench/boot-soft/run.js [rounds=1] [--only vessel,vesselbz,qemu,v86,v86i]
  */
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ensureDefaultGuest } from "../../src/guest/default_guest.js";
 import { guestCommandParam } from "../../src/guest/init_script.js";
-import { DEBUG_EXIT_PORT } from "../../src/memory/layout.js";
 import { Vm } from "../../src/vm/vm.js";
+import { qemuBootToMarker } from "../qemu_marker.js";
 
 const argv = process.argv.slice(2);
 const onlyAt = argv.indexOf("--only");
@@ -69,36 +68,15 @@ async function vessel(decompress: boolean): Promise<number> {
 }
 
 function qemu(): number | string {
-  if (spawnSync("qemu-system-i386", ["--version"]).status !== 0) return "qemu-system-i386 is not installed";
-  const t0 = performance.now();
-  const r = spawnSync(
-    "qemu-system-i386",
-    [
-      "-accel",
-      "tcg",
-      "-m",
-      String(MEM >> 20),
-      "-nodefaults",
-      "-no-user-config",
-      "-nographic",
-      "-serial",
-      "null",
-      "-no-reboot",
-      "-device",
-      `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x1`,
-      "-kernel",
-      guest.kernel,
-      "-initrd",
-      guest.initrd,
-      "-append",
-      cmdline,
-    ],
-    { timeout: TIMEOUT_MS },
-  );
-  const ms = performance.now() - t0;
-  // isa-debug-exit ends QEMU with status (value << 1) | 1 at the marker write.
-  if (r.status === null || r.status % 2 !== 1) return `QEMU did not reach the marker (status ${r.status})`;
-  return ms;
+  return qemuBootToMarker({
+    binary: "qemu-system-i386",
+    machine: ["-accel", "tcg"],
+    memMiB: MEM >> 20,
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    cmdline,
+    timeoutMs: TIMEOUT_MS,
+  });
 }
 
 const BIOS = "/usr/share/seabios/bios.bin";
@@ -195,7 +173,9 @@ for (let i = 0; i < rounds; i++) {
 }
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 const mv = results.vessel!.length > 0 ? median(results.vessel!) : Number.NaN;
-let summary = `median: Vessel soft ${(mv / 1000).toFixed(2)} s`;
+let summary = Number.isNaN(mv)
+  ? "median: Vessel soft not run"
+  : `median: Vessel soft ${(mv / 1000).toFixed(2)} s`;
 const mb = results.vesselbz!.length > 0 ? median(results.vesselbz!) : Number.NaN;
 if (results.vesselbz!.length > 0)
   summary += `, Vessel soft with the bzImage as is ${(mb / 1000).toFixed(2)} s`;
