@@ -258,6 +258,27 @@ function callGate(c: Cpu, sel: number, call: boolean): void {
   c.eip = target;
 }
 
+/**
+ * The return to an outer privilege level that far RET and IRET share (SDM Vol. 2, RET and IRET):
+ * the new SS is checked while the CS descriptor already read is kept aside (both pass through the
+ * one `desc` scratch record), then CS is loaded at RPL and SS after it, so a fault in the SS
+ * checks leaves CS untouched.
+ */
+function loadOuterCsSs(c: Cpu, sel: number, rpl: number, newSs: number): void {
+  const csLo = desc.lo;
+  const csHi = desc.hi;
+  const csAddr = desc.addr;
+  checkStackSegment(c, newSs, rpl);
+  const ssLo = desc.lo;
+  const ssHi = desc.hi;
+  const ssAddr = desc.addr;
+  restoreDesc(csLo, csHi, csAddr);
+  loadCs(c, sel, rpl);
+  restoreDesc(ssLo, ssHi, ssAddr);
+  markAccessed(c);
+  setSegment(c, Seg.SS, newSs);
+}
+
 /** RETF [imm16]: same-privilege and return to an outer ring (SDM vol. 2 "RET"). */
 export function farReturn(c: Cpu, size: number, imm: number): void {
   const eip = c.peek(size, 0);
@@ -283,18 +304,7 @@ export function farReturn(c: Cpu, size: number, imm: number): void {
   }
   const newEsp = c.peek(size, 2 * size + imm);
   const newSs = c.peek(size, 3 * size + imm) & 0xffff;
-  const csLo = desc.lo;
-  const csHi = desc.hi;
-  const csAddr = desc.addr;
-  checkStackSegment(c, newSs, rpl);
-  const ssLo = desc.lo;
-  const ssHi = desc.hi;
-  const ssAddr = desc.addr;
-  restoreDesc(csLo, csHi, csAddr);
-  loadCs(c, sel, rpl);
-  restoreDesc(ssLo, ssHi, ssAddr);
-  markAccessed(c);
-  setSegment(c, Seg.SS, newSs);
+  loadOuterCsSs(c, sel, rpl, newSs);
   c.updateMode();
   c.regs[Reg.ESP] = size === 4 ? newEsp + imm : (newEsp + imm) & 0xffff;
   c.eip = size === 4 ? eip : eip & 0xffff;
@@ -493,18 +503,7 @@ export function iret(c: Cpu, size: number): void {
   }
   const newEsp = c.peek(size, 3 * size);
   const newSs = c.peek(size, 4 * size) & 0xffff;
-  const csLo = desc.lo;
-  const csHi = desc.hi;
-  const csAddr = desc.addr;
-  checkStackSegment(c, newSs, rpl);
-  const ssLo = desc.lo;
-  const ssHi = desc.hi;
-  const ssAddr = desc.addr;
-  restoreDesc(csLo, csHi, csAddr);
-  loadCs(c, sel, rpl);
-  restoreDesc(ssLo, ssHi, ssAddr);
-  markAccessed(c);
-  setSegment(c, Seg.SS, newSs);
+  loadOuterCsSs(c, sel, rpl, newSs);
   c.regs[Reg.ESP] = size === 4 ? newEsp : (c.regs[Reg.ESP]! & ~0xffff) | (newEsp & 0xffff);
   c.eip = size === 4 ? eip : eip & 0xffff;
   setFlagsFromPopAt(c, fl, mask, oldCpl);
