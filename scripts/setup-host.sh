@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   nasm               # machine-code test payloads, assembled at test time from test/**/*.asm
   qemu-system-x86    # bench: QEMU peers (microvm on KVM, TCG)
+  qemu-user-static   # hosts without i386 execution: debootstrap's second stage (binfmt_misc) and the i386 oracle (qemu-i386-static)
   cpio               # tests: cross-check Vessel's initramfs writer
   binutils           # objdump for test diagnostics
   acpica-tools       # tests: iasl -d disassembles Vessel's ACPI tables (src/boot/acpi.ts)
