@@ -10,7 +10,16 @@ import { DEFAULT_CMDLINE, ensureDefaultGuest, type GuestArch } from "../guest/de
 import { guestCommandParam } from "../guest/init_script.js";
 import { cachedRootfs, ROOT_CMDLINE } from "../guest/rootfs_image.js";
 import { formatParavirtStats } from "../vm/paravirt_report.js";
-import { type EngineName, parseCpus, parseEngine, parseMemSize, type VmConfig } from "../vm/config.js";
+import {
+  type EngineName,
+  parseCpus,
+  parseEngine,
+  parseMemSize,
+  parseTechnique,
+  type VmConfig,
+} from "../vm/config.js";
+import { DEFAULT_SOFT_TECHNIQUE } from "../engines/soft/technique.js";
+import type { BtStats } from "../engines/soft/bt/bt_stats.js";
 import { CONSOLE_HELP, ConsoleEscape } from "../vm/console_escape.js";
 import { isPvm } from "../engines/kvm/system.js";
 import { probeEngine } from "../vm/engine_probe.js";
@@ -28,6 +37,9 @@ With a command, the guest runs it instead of a shell and Vessel exits with its s
   --mem SIZE          guest memory, e.g. 256M, 1G (default 256M)
   --cpus N            virtual CPUs (KVM engine; default 1)
   --stats             print statistics when the VM stops (VM exits by reason, ...)
+  --technique interp|bt
+                      soft engine: interpret guest code (interp, the reference) or translate
+                      it into JavaScript blocks at run time (bt) (default ${DEFAULT_SOFT_TECHNIQUE})
   --no-decompress     soft engine: run the bzImage's own decompressor instead of loading the
                       kernel decompressed by Vessel (slower boot; for comparisons)
   --timeout SECONDS   stop the VM after this long
@@ -52,6 +64,7 @@ interface RunOptions {
   cpus?: string;
   stats?: boolean;
   "no-decompress"?: boolean;
+  technique?: string;
   timeout?: string;
   disk?: string[];
   net?: string[];
@@ -80,6 +93,7 @@ function parse(args: string[]): { values: RunOptions; command: string[] } {
         cpus: { type: "string" },
         stats: { type: "boolean" },
         "no-decompress": { type: "boolean" },
+        technique: { type: "string" },
         timeout: { type: "string" },
         disk: { type: "string", multiple: true },
         net: { type: "string", multiple: true },
@@ -124,6 +138,13 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     const choice = probeEngine(kvmPath, process.env.VESSEL_SYS_MODULE_DIR ?? "/sys/module");
     engine = choice.engine;
     log(`vessel: ${choice.reason}`);
+  }
+  const technique = values.technique === undefined ? undefined : parseTechnique(values.technique);
+  if (technique !== undefined && engine === "kvm") {
+    throw new UsageError(
+      "VM_TECHNIQUE_ON_KVM",
+      `--technique ${technique} chooses how the soft engine runs guest code; the KVM engine runs it on the host CPU: drop --technique, or add --engine soft`,
+    );
   }
   const memBytes = parseMemSize(values.mem ?? "256M");
   const cpus = parseCpus(values.cpus ?? "1");
@@ -182,6 +203,7 @@ export function resolveConfig(values: RunOptions, command: string[], log: (line:
     kvmPath,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(values["no-decompress"] === true ? { decompress: false } : {}),
+    ...(technique === undefined ? {} : { technique }),
   };
 }
 
@@ -239,8 +261,25 @@ export function formatStats(r: VmResult): string {
     `unclaimed     ports ${u.portReads} reads / ${u.portWrites} writes, MMIO ${u.mmioReads} / ${u.mmioWrites}`,
   );
   lines.push(`console       ${r.uart.txBytes} bytes out, ${r.uart.rxBytes} in`);
+  if (r.technique !== undefined) lines.push(`technique     ${r.technique}`);
+  if (r.bt !== undefined) lines.push(...formatBtStats(r.bt));
   lines.push(...formatParavirtStats(r.virtio, r.paravirt));
   return `${lines.join("\n")}\n`;
+}
+
+/** The binary translator's counters (engines/soft/bt/bt_stats.ts). */
+export function formatBtStats(bt: BtStats): string[] {
+  const lines = [
+    `bt blocks     ${bt.blocksTranslated} translated (${bt.guestBytesTranslated} bytes of guest code), ${bt.cacheBlocks} cached`,
+    `bt dropped    ${bt.blocksInvalidated} by code writes, ${bt.blocksEvicted} evicted`,
+    `bt runs       ${bt.blockExecutions} block executions, ${bt.chainHits} through chain links`,
+    `bt translate  ${(bt.translateNs / 1e6).toFixed(1)} ms`,
+  ];
+  const calls = Object.entries(bt.vmmCalls).sort((a, b) => b[1] - a[1]);
+  const total = calls.reduce((a, [, n]) => a + n, 0);
+  lines.push(`bt VMM calls  ${total}`);
+  for (const [kind, n] of calls) lines.push(`  ${kind.padEnd(16)} ${n}`);
+  return lines;
 }
 
 export async function run(args: string[]): Promise<number> {

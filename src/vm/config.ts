@@ -1,4 +1,10 @@
 import type { VirtioDeviceSpec } from "../devices/virtio/device_spec.js";
+import {
+  DEFAULT_SOFT_TECHNIQUE,
+  isSoftTechnique,
+  SOFT_TECHNIQUES,
+  type SoftTechnique,
+} from "../engines/soft/technique.js";
 import { UsageError } from "../errors.js";
 
 export type EngineName = "kvm" | "soft";
@@ -27,6 +33,11 @@ export interface VmConfig {
    * decompressor. false (`--no-decompress`) boots the bzImage as it is. The KVM engine ignores it.
    */
   decompress?: boolean;
+  /**
+   * Soft engine: how guest code runs, the interpreter or the binary translator
+   * (engines/soft/technique.ts; default DEFAULT_SOFT_TECHNIQUE). The KVM engine refuses it.
+   */
+  technique?: SoftTechnique;
 }
 
 const MiB = 1024 * 1024;
@@ -85,4 +96,14 @@ export function parseEngine(text: string): EngineName {
   throw new UsageError("VM_BAD_ENGINE", `--engine "${text}" is not an engine: use kvm or soft`, {
     engine: text,
   });
+}
+
+/** `--technique`: a soft-engine technique; anything else is a UsageError naming the valid ones. */
+export function parseTechnique(text: string): SoftTechnique {
+  if (isSoftTechnique(text)) return text;
+  throw new UsageError(
+    "VM_BAD_TECHNIQUE",
+    `--technique "${text}" is not a soft-engine technique: use ${SOFT_TECHNIQUES.join(" or ")} (default ${DEFAULT_SOFT_TECHNIQUE})`,
+    { technique: text },
+  );
 }

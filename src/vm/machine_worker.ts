@@ -20,6 +20,8 @@ import type { MmioTransport } from "../devices/virtio/transport_mmio.js";
 import { BusIo } from "../engines/kvm/bus_io.js";
 import { KvmEngine } from "../engines/kvm/engine.js";
 import { describeVmEvent } from "../engines/kvm/run_loop.js";
+import type { BtStats } from "../engines/soft/bt/bt_stats.js";
+import { DEFAULT_SOFT_TECHNIQUE, type SoftTechnique } from "../engines/soft/technique.js";
 import { VesselError } from "../errors.js";
 import { GuestMemory } from "../memory/guest_memory.js";
 import type { VmConfig } from "./config.js";
@@ -75,6 +77,10 @@ export interface VmResult {
   virtio?: VirtioDeviceReport[];
   /** Soft engine: the KVM PV interface (hypercalls, kvmclock). */
   paravirt?: ParavirtReport;
+  /** Soft engine: the technique that ran guest code. */
+  technique?: SoftTechnique;
+  /** Soft engine, technique bt: the translator's counters. */
+  bt?: BtStats;
 }
 
 export type MachineMessage =
@@ -312,7 +318,9 @@ async function runSoft(): Promise<VmResult> {
 
   async function runSoftCpu(): Promise<VmResult> {
     const entry = load(memory, "i386", apic, c.decompress !== false);
+    const technique = c.technique ?? DEFAULT_SOFT_TECHNIQUE;
     const cpu = new SoftCpu({
+      technique,
       memory,
       ports: dev.ports,
       mmio: dev.mmio,
@@ -354,6 +362,10 @@ async function runSoft(): Promise<VmResult> {
         ...summary(dev, started, userspaceMs),
         ...(transports.length === 0 ? {} : { virtio: virtioReport(transports) }),
         paravirt: paravirtReport(pv.stats),
+        technique,
+        ...(cpu.stats.bt === undefined
+          ? {}
+          : { bt: { ...cpu.stats.bt, vmmCalls: { ...cpu.stats.bt.vmmCalls } } }),
       };
       const byDevice = stopResult(why);
       if (byDevice !== undefined) return { ...base, ...byDevice };

@@ -16,6 +16,8 @@ import * as C from "./insn_control.js";
 import { fpuFailure } from "./insn_system.js";
 import { Cr0, Flag, Reg, Seg, Vec } from "./registers.js";
 import { deliverInterrupt, TASK_SWITCH } from "./segmentation.js";
+import { type BtStats, emptyBtStats } from "./bt/bt_stats.js";
+import { DEFAULT_SOFT_TECHNIQUE, type SoftTechnique } from "./technique.js";
 
 export type SoftStop =
   | { kind: "budget" }
@@ -26,6 +28,8 @@ export type SoftStop =
   | { kind: "unimplemented"; bytes: number[]; address: number; mode: string; report: string };
 
 export interface SoftCpuOptions {
+  /** How guest code runs: the interpreter (the reference) or the binary translator (bt/). */
+  technique?: SoftTechnique;
   memory: GuestMemory;
   ports: PortBus;
   mmio: MmioBus;
@@ -82,7 +86,10 @@ export class SoftCpu {
     instructions: 0,
     exceptionsByVector: new Array<number>(32).fill(0),
     interruptsByVector: new Array<number>(256).fill(0),
+    /** The binary translator's counters (technique bt only). */
+    bt: undefined as BtStats | undefined,
   };
+  readonly technique: SoftTechnique;
   private readonly interrupts: InterruptSource;
   private readonly poll: (() => void) | undefined;
   private readonly nmi: SoftCpuOptions["nmi"];
@@ -92,6 +99,8 @@ export class SoftCpu {
 
   constructor(opts: SoftCpuOptions) {
     this.cpu = new Cpu(opts.memory, opts.ports, opts.mmio);
+    this.technique = opts.technique ?? DEFAULT_SOFT_TECHNIQUE;
+    if (this.technique === "bt") this.stats.bt = emptyBtStats();
     this.interrupts = opts.interrupts;
     this.poll = opts.poll;
     this.nmi = opts.nmi;
