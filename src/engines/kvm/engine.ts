@@ -11,6 +11,7 @@ import {
 import type { CpuidEntry } from "../../sys/kvm_abi.js";
 import { installKickHandler } from "../../sys/libc.js";
 import { mapAnonymous, unmap, viewHostMemory } from "../../sys/mman.js";
+import type { KvmDevice } from "./kvm_device.js";
 import { KvmError } from "./kvm_error.js";
 import { newMailbox, serveMailboxes } from "./mailbox.js";
 import { type IoHandler, newExitCounters, runVcpu, type VmEvent, exitCountsByName } from "./run_loop.js";
@@ -27,6 +28,11 @@ export interface KvmEngineOptions {
   cpus: number;
   /** /dev/kvm, or another path (tests inject a missing one). */
   kvmPath?: string;
+  /**
+   * The KVM ioctl interface (default: the host's, through sys/). Tests only: a scripted fake
+   * (test/engines/kvm/fake_kvm.ts) that vCPU threads rebuild from its `transfer`.
+   */
+  kvm?: KvmDevice;
   /**
    * In-kernel irqchip and PIT (default true). Without it HLT exits to user space and there are no
    * secondary CPUs: the bare mode some payload tests use.
@@ -103,12 +109,13 @@ export class KvmEngine {
       );
     }
     installKickHandler();
-    const system = KvmSystem.open(opts.kvmPath ?? DEFAULT_KVM_PATH);
-    if (opts.cpus > system.maxVcpus()) {
-      system.close();
+    const system = KvmSystem.open(opts.kvmPath ?? DEFAULT_KVM_PATH, opts.kvm);
+    const maxVcpus = system.maxVcpus();
+    if (opts.cpus > maxVcpus) {
+      system.close(); // (asked before closing: an ioctl on the closed fd would fail with EBADF)
       throw new KvmError(
         "KVM_CPUS",
-        `--cpus ${opts.cpus} is more than this host's KVM allows (${system.maxVcpus()})`,
+        `--cpus ${opts.cpus} is more than this host's KVM allows (${maxVcpus})`,
         {
           cpus: opts.cpus,
         },
@@ -192,6 +199,7 @@ export class KvmEngine {
         ownerLink: this.bootLink.buffer,
         mailbox: box.buffer as SharedArrayBuffer,
         counters: counters.buffer as SharedArrayBuffer,
+        ...(this.system.device.transfer === undefined ? {} : { kvm: this.system.device.transfer }),
       };
       const worker = new Worker(new URL("./vcpu_worker.js", import.meta.url), { workerData: data });
       let ready!: () => void;
@@ -211,7 +219,7 @@ export class KvmEngine {
       await readyP;
     }
 
-    const vcpu = new KvmVcpu(this.vm.createVcpu(0), 0, this.system.vcpuMmapSize);
+    const vcpu = new KvmVcpu(this.vm.createVcpu(0), 0, this.system.vcpuMmapSize, this.system.device);
     const counters = newExitCounters();
     this.counters.unshift(counters);
     if (typeof entry === "function") {
@@ -230,6 +238,9 @@ export class KvmEngine {
       });
     }
     this.bootLink.attach(vcpu.runAddressForLink());
+    // A secondary that failed before this link was attached could not kick it: look now, or the
+    // boot vCPU would run on until its next exit (with an idle guest and the irqchip, maybe never).
+    if (this.links.some((l) => l.state === LINK_EXITED)) this.bootLink.stop();
 
     const watchdog = opts.timeoutMs === undefined ? undefined : await Watchdog.start(this.bootLink);
     watchdog?.arm(opts.timeoutMs!);
@@ -302,7 +313,7 @@ export class KvmEngine {
     // kvm_run areas are unmapped only now: until every thread is gone, one may still kick another.
     for (const l of [this.bootLink, ...this.links]) {
       const address = l.runAddress;
-      if (address !== 0n) unmap(address, this.system.vcpuMmapSize);
+      if (address !== 0n) this.system.device.unmapRun(address, this.system.vcpuMmapSize);
     }
     this.vm.close();
     this.system.close();

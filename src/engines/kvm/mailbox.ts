@@ -97,7 +97,9 @@ export function serveMailboxes(boxes: readonly Int32Array[], io: IoHandler): num
   let served = 0;
   for (const b of boxes) {
     if (Atomics.load(b, 0) !== REQUEST) continue;
-    const addr = b[2]! + b[3]! * 0x1_0000_0000;
+    // The words are signed: an MMIO address at or above 2 GiB (virtio-mmio at 0xd0000000) has its
+    // low word negative, so both halves are read back unsigned.
+    const addr = (b[2]! >>> 0) + (b[3]! >>> 0) * 0x1_0000_0000;
     const size = b[4] as AccessSize;
     switch (b[1]) {
       case PIO_IN:

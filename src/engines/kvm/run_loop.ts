@@ -12,7 +12,6 @@ import {
   KVM_EXIT_MMIO,
   KVM_EXIT_SHUTDOWN,
   KVM_EXIT_SYSTEM_EVENT,
-  KVM_RUN,
   KVM_SYSTEM_EVENT_CRASH,
   KVM_SYSTEM_EVENT_RESET,
   KVM_SYSTEM_EVENT_SHUTDOWN,
@@ -36,7 +35,6 @@ import {
   RUN_MMIO_PHYS_ADDR,
   RUN_SYSTEM_EVENT_TYPE,
 } from "../../sys/kvm_abi.js";
-import { ioctlIntRaw, lastErrno } from "../../sys/libc.js";
 import { SysError } from "../../sys/sys_error.js";
 import type { KvmVcpu } from "./vcpu.js";
 
@@ -121,6 +119,7 @@ export function runVcpu(
   const run = vcpu.run;
   const rv = vcpu.runView;
   const fd = vcpu.fd;
+  const kvm = vcpu.device;
   const poll = opts.poll;
   for (;;) {
     if (Atomics.load(control, CONTROL_STOP) !== 0) return { kind: "stopped" };
@@ -132,9 +131,9 @@ export function runVcpu(
       opts.onPause?.(false);
       continue;
     }
-    const ret = ioctlIntRaw(fd, KVM_RUN, 0);
+    const ret = kvm.run(fd);
     if (ret < 0) {
-      const errno = lastErrno();
+      const errno = -ret;
       if (errno === EINTR || errno === EAGAIN) {
         run[RUN_IMMEDIATE_EXIT] = 0;
         counters[KVM_EXIT_INTR]!++;

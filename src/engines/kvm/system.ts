@@ -15,8 +15,8 @@ import {
   KVM_GET_VCPU_MMAP_SIZE,
   KVM_MAX_CPUID_ENTRIES,
 } from "../../sys/kvm_abi.js";
-import { close, ioctlInt, ioctlPtr, O_RDWR, open } from "../../sys/libc.js";
 import { SysError } from "../../sys/sys_error.js";
+import { hostKvm, type KvmDevice } from "./kvm_device.js";
 import { KvmError } from "./kvm_error.js";
 import { KvmVm } from "./vm.js";
 
@@ -29,20 +29,26 @@ export const DEFAULT_KVM_PATH = "/dev/kvm";
 export class KvmSystem {
   readonly fd: number;
   readonly path: string;
+  /** The ioctl interface every fd of this KVM goes through (the host's, or a test's fake). */
+  readonly device: KvmDevice;
   readonly apiVersion: number;
   /** Size of each vCPU's kvm_run mapping (KVM_GET_VCPU_MMAP_SIZE). */
   readonly vcpuMmapSize: number;
 
-  private constructor(fd: number, path: string, apiVersion: number, vcpuMmapSize: number) {
+  private constructor(device: KvmDevice, fd: number, path: string, apiVersion: number, vcpuMmapSize: number) {
+    this.device = device;
     this.fd = fd;
     this.path = path;
     this.apiVersion = apiVersion;
     this.vcpuMmapSize = vcpuMmapSize;
   }
 
-  /** Opens `path` (default /dev/kvm; tests inject other paths) and checks the API. */
-  static open(path: string = DEFAULT_KVM_PATH): KvmSystem {
-    if (!existsSync(path)) {
+  /**
+   * Opens `path` (default /dev/kvm; tests inject other paths) and checks the API. `device` is the
+   * host's KVM; tests pass a fake (test/engines/kvm/fake_kvm.ts).
+   */
+  static open(path: string = DEFAULT_KVM_PATH, device: KvmDevice = hostKvm): KvmSystem {
+    if (!device.exists(path)) {
       throw new KvmError(
         "KVM_MISSING",
         `no ${path}: this host has no KVM; run with --engine soft, or enable virtualization (VT-x/AMD-V in the firmware, the kvm_intel or kvm_amd module)`,
@@ -51,7 +57,7 @@ export class KvmSystem {
     }
     let fd: number;
     try {
-      fd = open(path, O_RDWR);
+      fd = device.open(path);
     } catch (err) {
       if (err instanceof SysError && (err.errnoName === "EACCES" || err.errnoName === "EPERM")) {
         throw new KvmError(
@@ -71,7 +77,7 @@ export class KvmSystem {
     try {
       let apiVersion: number;
       try {
-        apiVersion = ioctlInt(fd, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+        apiVersion = device.ioctlInt(fd, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
       } catch (err) {
         throw new KvmError(
           "KVM_NOT_KVM",
@@ -91,7 +97,7 @@ export class KvmSystem {
         [KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"],
         [KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"],
       ] as const) {
-        if (ioctlInt(fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION") <= 0) {
+        if (device.ioctlInt(fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION") <= 0) {
           throw new KvmError(
             "KVM_CAPABILITY",
             `${path} lacks ${name}, which Vessel needs; run with --engine soft`,
@@ -102,16 +108,16 @@ export class KvmSystem {
           );
         }
       }
-      const mmapSize = ioctlInt(fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE");
-      return new KvmSystem(fd, path, apiVersion, mmapSize);
+      const mmapSize = device.ioctlInt(fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE");
+      return new KvmSystem(device, fd, path, apiVersion, mmapSize);
     } catch (err) {
-      close(fd);
+      device.close(fd);
       throw err;
     }
   }
 
   checkExtension(cap: number): number {
-    return ioctlInt(this.fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION");
+    return this.device.ioctlInt(this.fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION");
   }
 
   /** The recommended and maximum number of vCPUs per VM (api.rst 4.4, KVM_CAP_NR_VCPUS/MAX_VCPUS). */
@@ -122,16 +128,16 @@ export class KvmSystem {
   /** KVM_GET_SUPPORTED_CPUID: what the host CPU and KVM can show a guest (api.rst 4.46). */
   supportedCpuid(): CpuidEntry[] {
     const buf = encodeCpuid2([], KVM_MAX_CPUID_ENTRIES);
-    ioctlPtr(this.fd, KVM_GET_SUPPORTED_CPUID, buf, "KVM_GET_SUPPORTED_CPUID");
+    this.device.ioctlPtr(this.fd, KVM_GET_SUPPORTED_CPUID, buf, "KVM_GET_SUPPORTED_CPUID");
     return decodeCpuid2(buf);
   }
 
   createVm(): KvmVm {
-    return new KvmVm(this, ioctlInt(this.fd, KVM_CREATE_VM, 0, "KVM_CREATE_VM"));
+    return new KvmVm(this, this.device.ioctlInt(this.fd, KVM_CREATE_VM, 0, "KVM_CREATE_VM"));
   }
 
   close(): void {
-    close(this.fd);
+    this.device.close(this.fd);
   }
 }
 

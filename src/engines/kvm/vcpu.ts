@@ -53,9 +53,9 @@ import {
   type MsrEntry,
   REG_NAMES,
 } from "../../sys/kvm_abi.js";
-import { ioctlPtr } from "../../sys/libc.js";
-import { mapShared, unmap, viewHostMemory } from "../../sys/mman.js";
+import { viewHostMemory } from "../../sys/mman.js";
 import { vcpuCpuid } from "./cpuid.js";
+import { hostKvm, type KvmDevice } from "./kvm_device.js";
 import { KvmError } from "./kvm_error.js";
 
 /**
@@ -65,17 +65,20 @@ import { KvmError } from "./kvm_error.js";
 export class KvmVcpu {
   readonly fd: number;
   readonly id: number;
+  /** The ioctl interface of this vCPU's fd (the host's KVM, or a test's fake). */
+  readonly device: KvmDevice;
   /** The mmap'ed struct kvm_run (sys/kvm_abi.ts RUN_* offsets). */
   readonly run: Uint8Array;
   readonly runView: DataView;
   private readonly runAddress: bigint;
   private readonly runSize: number;
 
-  constructor(fd: number, id: number, mmapSize: number) {
+  constructor(fd: number, id: number, mmapSize: number, device: KvmDevice = hostKvm) {
     this.fd = fd;
     this.id = id;
+    this.device = device;
     this.runSize = mmapSize;
-    this.runAddress = mapShared(fd, mmapSize);
+    this.runAddress = device.mmapRun(fd, mmapSize);
     const buf = viewHostMemory(this.runAddress, mmapSize);
     this.run = new Uint8Array(buf);
     this.runView = new DataView(buf);
@@ -83,34 +86,34 @@ export class KvmVcpu {
 
   getRegs(): KvmRegs {
     const buf = new Uint8Array(KVM_REGS_SIZE);
-    ioctlPtr(this.fd, KVM_GET_REGS, buf, "KVM_GET_REGS");
+    this.device.ioctlPtr(this.fd, KVM_GET_REGS, buf, "KVM_GET_REGS");
     return decodeRegs(buf);
   }
   setRegs(regs: KvmRegs): void {
-    ioctlPtr(this.fd, KVM_SET_REGS, encodeRegs(regs), "KVM_SET_REGS");
+    this.device.ioctlPtr(this.fd, KVM_SET_REGS, encodeRegs(regs), "KVM_SET_REGS");
   }
   getSregs(): KvmSregs {
     const buf = new Uint8Array(KVM_SREGS_SIZE);
-    ioctlPtr(this.fd, KVM_GET_SREGS, buf, "KVM_GET_SREGS");
+    this.device.ioctlPtr(this.fd, KVM_GET_SREGS, buf, "KVM_GET_SREGS");
     return decodeSregs(buf);
   }
   setSregs(sregs: KvmSregs): void {
-    ioctlPtr(this.fd, KVM_SET_SREGS, encodeSregs(sregs), "KVM_SET_SREGS");
+    this.device.ioctlPtr(this.fd, KVM_SET_SREGS, encodeSregs(sregs), "KVM_SET_SREGS");
   }
   getFpu(): KvmFpu {
     const buf = new Uint8Array(KVM_FPU_SIZE);
-    ioctlPtr(this.fd, KVM_GET_FPU, buf, "KVM_GET_FPU");
+    this.device.ioctlPtr(this.fd, KVM_GET_FPU, buf, "KVM_GET_FPU");
     return decodeFpu(buf);
   }
   setFpu(fpu: KvmFpu): void {
-    ioctlPtr(this.fd, KVM_SET_FPU, encodeFpu(fpu), "KVM_SET_FPU");
+    this.device.ioctlPtr(this.fd, KVM_SET_FPU, encodeFpu(fpu), "KVM_SET_FPU");
   }
   setCpuid(entries: readonly CpuidEntry[]): void {
-    ioctlPtr(this.fd, KVM_SET_CPUID2, encodeCpuid2(entries), "KVM_SET_CPUID2");
+    this.device.ioctlPtr(this.fd, KVM_SET_CPUID2, encodeCpuid2(entries), "KVM_SET_CPUID2");
   }
   /** KVM_SET_MSRS returns how many were set; fewer than asked means one was refused. */
   setMsrs(entries: readonly MsrEntry[]): void {
-    const n = ioctlPtr(this.fd, KVM_SET_MSRS, encodeMsrs(entries), "KVM_SET_MSRS");
+    const n = this.device.ioctlPtr(this.fd, KVM_SET_MSRS, encodeMsrs(entries), "KVM_SET_MSRS");
     if (n !== entries.length) {
       const bad = entries[n];
       throw new KvmError(
@@ -124,24 +127,24 @@ export class KvmVcpu {
   }
   getMsrs(indexes: readonly number[]): MsrEntry[] {
     const buf = encodeMsrs(indexes.map((index) => ({ index, data: 0n })));
-    const n = ioctlPtr(this.fd, KVM_GET_MSRS, buf, "KVM_GET_MSRS");
+    const n = this.device.ioctlPtr(this.fd, KVM_GET_MSRS, buf, "KVM_GET_MSRS");
     return decodeMsrs(buf).slice(0, n);
   }
   getLapic(): Uint8Array {
     const buf = new Uint8Array(KVM_LAPIC_STATE_SIZE);
-    ioctlPtr(this.fd, KVM_GET_LAPIC, buf, "KVM_GET_LAPIC");
+    this.device.ioctlPtr(this.fd, KVM_GET_LAPIC, buf, "KVM_GET_LAPIC");
     return buf;
   }
   setLapic(state: Uint8Array): void {
-    ioctlPtr(this.fd, KVM_SET_LAPIC, state, "KVM_SET_LAPIC");
+    this.device.ioctlPtr(this.fd, KVM_SET_LAPIC, state, "KVM_SET_LAPIC");
   }
   getMpState(): number {
     const buf = new Uint8Array(4);
-    ioctlPtr(this.fd, KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE");
+    this.device.ioctlPtr(this.fd, KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE");
     return new DataView(buf.buffer).getUint32(0, true);
   }
   setMpState(state: number): void {
-    ioctlPtr(this.fd, KVM_SET_MP_STATE, encodeMpState(state), "KVM_SET_MP_STATE");
+    this.device.ioctlPtr(this.fd, KVM_SET_MP_STATE, encodeMpState(state), "KVM_SET_MP_STATE");
   }
 
   /**
@@ -279,7 +282,7 @@ export class KvmVcpu {
   }
 
   close(): void {
-    unmap(this.runAddress, this.runSize);
+    this.device.unmapRun(this.runAddress, this.runSize);
   }
 }
 

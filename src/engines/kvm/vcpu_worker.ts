@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { CpuidEntry } from "../../sys/kvm_abi.js";
+import { type KvmDeviceTransfer, kvmDeviceFor } from "./kvm_device.js";
 import { MailboxClient } from "./mailbox.js";
 import { runVcpu, type VmEvent } from "./run_loop.js";
 import { configureVcpu, KvmVcpu } from "./vcpu.js";
@@ -20,6 +21,8 @@ export interface VcpuWorkerData {
   ownerLink: SharedArrayBuffer;
   mailbox: SharedArrayBuffer;
   counters: SharedArrayBuffer;
+  /** The engine's KVM device when it is not the host's (a test's fake), see kvm_device.ts. */
+  kvm?: KvmDeviceTransfer;
 }
 
 export type VcpuWorkerMessage =
@@ -31,7 +34,7 @@ const data = workerData as VcpuWorkerData;
 const link = new VcpuLink(data.link);
 const owner = new VcpuLink(data.ownerLink);
 try {
-  const vcpu = new KvmVcpu(data.fd, data.id, data.mmapSize);
+  const vcpu = new KvmVcpu(data.fd, data.id, data.mmapSize, await kvmDeviceFor(data.kvm));
   configureVcpu(vcpu, { supportedCpuid: data.supportedCpuid, cpuCount: data.cpuCount, irqchip: true });
   link.attach(vcpu.runAddressForLink());
   parentPort!.postMessage({ kind: "ready" } satisfies VcpuWorkerMessage);

@@ -16,7 +16,7 @@ import {
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
 } from "../../sys/kvm_abi.js";
-import { close, ioctlInt, ioctlPtr } from "../../sys/libc.js";
+import type { KvmDevice } from "./kvm_device.js";
 import type { KvmSystem } from "./system.js";
 
 /**
@@ -26,18 +26,20 @@ import type { KvmSystem } from "./system.js";
 export class KvmVm {
   readonly system: KvmSystem;
   readonly fd: number;
+  private readonly device: KvmDevice;
   private nextSlot = 0;
   readonly vcpuFds: number[] = [];
 
   constructor(system: KvmSystem, fd: number) {
     this.system = system;
     this.fd = fd;
+    this.device = system.device;
   }
 
   /** KVM_SET_USER_MEMORY_REGION: guest-physical [guestPhys, +size) is backed by host memory at hostAddr. */
   addMemory(guestPhys: number, size: number, hostAddr: bigint): number {
     const slot = this.nextSlot++;
-    ioctlPtr(
+    this.device.ioctlPtr(
       this.fd,
       KVM_SET_USER_MEMORY_REGION,
       encodeMemoryRegion(slot, 0, guestPhys, size, hostAddr),
@@ -53,33 +55,33 @@ export class KvmVm {
   setTssAndIdentityMap(tssAddr: number, identityMapAddr: number): void {
     const ident = new Uint8Array(8);
     new DataView(ident.buffer).setBigUint64(0, BigInt(identityMapAddr), true);
-    ioctlPtr(this.fd, KVM_SET_IDENTITY_MAP_ADDR, ident, "KVM_SET_IDENTITY_MAP_ADDR");
-    ioctlInt(this.fd, KVM_SET_TSS_ADDR, tssAddr, "KVM_SET_TSS_ADDR");
+    this.device.ioctlPtr(this.fd, KVM_SET_IDENTITY_MAP_ADDR, ident, "KVM_SET_IDENTITY_MAP_ADDR");
+    this.device.ioctlInt(this.fd, KVM_SET_TSS_ADDR, tssAddr, "KVM_SET_TSS_ADDR");
   }
 
   /** KVM_CREATE_IRQCHIP: in-kernel 8259 pair, IOAPIC and a local APIC per vCPU (api.rst 4.24). */
   createIrqchip(): void {
-    ioctlInt(this.fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
+    this.device.ioctlInt(this.fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
   }
 
   /** KVM_CREATE_PIT2: in-kernel 8254 on ports 0x40-0x43, wired to IRQ0 (api.rst 4.63). */
   createPit2(): void {
-    ioctlPtr(this.fd, KVM_CREATE_PIT2, encodePitConfig(KVM_PIT_SPEAKER_DUMMY), "KVM_CREATE_PIT2");
+    this.device.ioctlPtr(this.fd, KVM_CREATE_PIT2, encodePitConfig(KVM_PIT_SPEAKER_DUMMY), "KVM_CREATE_PIT2");
   }
 
   /** KVM_IRQ_LINE: drives a GSI of the in-kernel irqchip (both PIC and IOAPIC inputs). */
   irqLine(gsi: number, high: boolean): void {
-    ioctlPtr(this.fd, KVM_IRQ_LINE, encodeIrqLevel(gsi, high ? 1 : 0), "KVM_IRQ_LINE");
+    this.device.ioctlPtr(this.fd, KVM_IRQ_LINE, encodeIrqLevel(gsi, high ? 1 : 0), "KVM_IRQ_LINE");
   }
 
   /** KVM_IRQFD: a write to the eventfd raises `gsi` without a round trip through user space. */
   irqfd(eventFd: number, gsi: number): void {
-    ioctlPtr(this.fd, KVM_IRQFD, encodeIrqfd(eventFd, gsi), "KVM_IRQFD");
+    this.device.ioctlPtr(this.fd, KVM_IRQFD, encodeIrqfd(eventFd, gsi), "KVM_IRQFD");
   }
 
   /** KVM_IOEVENTFD: a guest write to (port or MMIO) `addr` signals the eventfd instead of exiting. */
   ioeventfd(addr: number, len: number, eventFd: number, pio: boolean): void {
-    ioctlPtr(
+    this.device.ioctlPtr(
       this.fd,
       KVM_IOEVENTFD,
       encodeIoeventfd(addr, len, eventFd, pio ? KVM_IOEVENTFD_FLAG_PIO : 0),
@@ -89,14 +91,14 @@ export class KvmVm {
 
   /** KVM_CREATE_VCPU; returns the vCPU fd, usable from any thread of the process (KvmVcpu). */
   createVcpu(id: number): number {
-    const fd = ioctlInt(this.fd, KVM_CREATE_VCPU, id, "KVM_CREATE_VCPU");
+    const fd = this.device.ioctlInt(this.fd, KVM_CREATE_VCPU, id, "KVM_CREATE_VCPU");
     this.vcpuFds.push(fd);
     return fd;
   }
 
   close(): void {
-    for (const fd of this.vcpuFds) close(fd);
+    for (const fd of this.vcpuFds) this.device.close(fd);
     this.vcpuFds.length = 0;
-    close(this.fd);
+    this.device.close(this.fd);
   }
 }
