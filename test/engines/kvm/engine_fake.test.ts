@@ -9,7 +9,13 @@ import { BusIo } from "../../../src/engines/kvm/bus_io.js";
 import { KvmEngine } from "../../../src/engines/kvm/engine.js";
 import { describeVmEvent } from "../../../src/engines/kvm/run_loop.js";
 import { KVM_IDENTITY_MAP_START, KVM_TSS_START } from "../../../src/memory/layout.js";
-import { KVM_CAP_IRQCHIP, KVM_EXIT_DEBUG, KVM_INTERNAL_ERROR_EMULATION } from "../../../src/sys/kvm_abi.js";
+import {
+  KVM_CAP_IRQCHIP,
+  KVM_EXIT_DEBUG,
+  KVM_EXIT_INTR,
+  KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_INTERNAL_ERROR_EMULATION,
+} from "../../../src/sys/kvm_abi.js";
 import { FAKE_VENDOR, FakeKvm, type FakeExit, type FakeKvmOptions } from "./fake_kvm.js";
 import { flat32Entry, RecordingIo } from "./helpers.js";
 
@@ -438,5 +444,56 @@ test("fake KVM: opening KVM says what is wrong and closes what it opened", () =>
       },
     );
     assert.deepEqual(fake.openFds(), [], `${c.code}: no fd left open`);
+  }
+});
+
+test("fake KVM: exits that need nothing from the VMM (IRQ window, KVM_EXIT_INTR, EAGAIN from KVM_RUN) are counted and the guest goes on", async () => {
+  const { engine, fake } = fakeMachine({
+    0: [
+      { exit: "reason", reason: KVM_EXIT_IRQ_WINDOW_OPEN },
+      { exit: "reason", reason: KVM_EXIT_INTR },
+      { exit: "error", errno: 11 }, // EAGAIN: counted with the kicks, as intr
+      { exit: "io_out", port: 0x3f8, size: 1, data: [0x2e] },
+      { exit: "hlt" },
+    ],
+  });
+  try {
+    const io = new RecordingIo();
+    const r = await engine.run(flat32Entry(0x1000), io);
+    assert.equal(r.event.kind, "hlt");
+    assert.deepEqual(io.log, ["out 3f8/1=2e"]);
+    assert.deepEqual(r.exits, { io: 1, hlt: 1, irq_window_open: 1, intr: 2 });
+    assert.equal(fake.stepsTaken(0), 5);
+  } finally {
+    engine.close();
+  }
+});
+
+test("fake KVM: pausing the machine's link stops the vCPU loop outside KVM_RUN until it is resumed", async () => {
+  const { engine, fake } = fakeMachine({
+    0: [
+      { exit: "io_out", port: 0xf4, size: 1, data: [1] },
+      { exit: "io_out", port: 0x3f8, size: 1, data: [0x2e] },
+      { exit: "hlt" },
+    ],
+  });
+  try {
+    const io = new RecordingIo();
+    const seen: string[] = [];
+    io.onPortWrite = (port) => {
+      seen.push(`out ${port.toString(16)}`);
+      if (port === 0xf4) engine.machineLink.pause();
+    };
+    const r = await engine.run(flat32Entry(0x1000), io, {
+      onPause: (paused) => {
+        seen.push(`paused ${paused} after ${fake.stepsTaken(0)} exits`);
+        // This thread is the one waiting: resume from here (a console or the API does it from another).
+        if (paused) engine.machineLink.resume();
+      },
+    });
+    assert.equal(r.event.kind, "hlt");
+    assert.deepEqual(seen, ["out f4", "paused true after 1 exits", "paused false after 1 exits", "out 3f8"]);
+  } finally {
+    engine.close();
   }
 });
