@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { probeEngine } from "../../src/vm/engine_probe.js";
+import { chooseEngine, type HostFacts, probeEngine, readHostFacts } from "../../src/vm/engine_probe.js";
 import { syntheticBzImage } from "../boot/synthetic_bzimage.js";
 
 /**
@@ -88,21 +88,35 @@ test("vm run --engine soft boots a 32-bit bzImage on the software CPU and exits 
   assert.match(r.stderr, /instructions {2}\d+/);
 });
 
+/** What the probe says of this host, in-process: the CLI must print the same sentence. */
+const thisHost = probeEngine(process.env.VESSEL_KVM_PATH ?? "/dev/kvm");
+
 test("vm run without --engine probes the host, says which engine and why, and boots", {
   skip: kvmSkip,
 }, () => {
   const kernel = payloadKernel("hello_kernel32", 32)!;
+  if (thisHost.engine === "kvm") {
+    // The 32-bit stand-in kernel is for the soft engine; on hardware KVM the 64-bit one boots.
+    const r = vessel(["--kernel", helloKernel()!, "--mem", "64M", "--", "true"]);
+    assert.equal(r.status, 7, r.stderr);
+    assert.ok(r.stderr.includes(`vessel: ${thisHost.reason}`), r.stderr);
+    return;
+  }
   const r = vessel(["--kernel", kernel, "--mem", "64M", "--", "true"]);
   assert.equal(r.status, 7, r.stderr);
   assert.match(r.stdout, /hello from a bzImage: HdrS\n/);
-  if (existsSync("/sys/module/kvm_pvm")) {
-    assert.match(
-      r.stderr,
-      /vessel: using the soft engine: \/dev\/kvm is PVM, a nested software hypervisor that cannot boot stock kernels/,
-    );
-  } else {
-    assert.match(r.stderr, /vessel: using the (soft|KVM) engine/);
-  }
+  assert.ok(r.stderr.includes(`vessel: ${thisHost.reason}`), r.stderr);
+});
+
+test("vm run without --engine boots the default guest (a real Debian kernel) on the engine the probe picks", () => {
+  const r = spawnSync(process.execPath, [bin, "vm", "run", "--", "uname", "-m"], {
+    encoding: "utf8",
+    timeout: 240000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stderr.includes(`vessel: ${thisHost.reason}`), r.stderr);
+  // The soft engine runs the i386 guest, hardware KVM the amd64 one.
+  assert.match(r.stdout, thisHost.engine === "kvm" ? /^x86_64$/m : /^i[3-6]86$/m);
 });
 
 test("vm run --rng / --disk put a virtio-mmio device in slot 0 where the guest finds it", {
@@ -193,10 +207,11 @@ test("vm run --engine kvm without /dev/kvm says what to do", () => {
   );
 });
 
-test("vm run with a kernel that is not a bzImage says so", { skip: noKvm }, () => {
+// The loader's checks are the same on both engines; the soft engine runs them on any host.
+test("vm run with a kernel that is not a bzImage says so", () => {
   const notKernel = join(tmp, "not-a-kernel");
   writeFileSync(notKernel, "just some text, not a kernel\n".repeat(100));
-  const r = vessel(["--engine", "kvm", "--kernel", notKernel]);
+  const r = vessel(["--engine", "soft", "--kernel", notKernel]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /not-a-kernel/);
   assert.match(r.stderr, /bzImage/i);
@@ -238,28 +253,72 @@ test("vm run --cpus 2 on the soft engine says it runs one CPU", () => {
   assert.match(r.stderr, /the soft engine runs one CPU/);
 });
 
-test("vm run with too little memory for the kernel and initrd says how much to give", { skip: noKvm }, () => {
-  const kernel = helloKernel() ?? join(tmp, "k");
+test("vm run with too little memory for the kernel and initrd says how much to give", {
+  skip: kvmSkip,
+}, () => {
+  const kernel = payloadKernel("hello_kernel32", 32)!;
   const big = join(tmp, "big.initrd");
   writeFileSync(big, new Uint8Array(40 << 20));
-  const r = vessel(["--engine", "kvm", "--kernel", kernel, "--initrd", big, "--mem", "48M"]);
+  const r = vessel(["--engine", "soft", "--kernel", kernel, "--initrd", big, "--mem", "48M"]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /too small/);
   assert.match(r.stderr, /--mem/);
 });
 
-test("the engine probe picks the soft engine on PVM and without /dev/kvm, and says why", () => {
+/** A host as the probe sees it; each test changes what differs. */
+function host(facts: Partial<HostFacts>): HostFacts {
+  return { kvmPath: "/dev/kvm", kvmExists: true, pvm: false, openError: undefined, ...facts };
+}
+
+test("the engine probe picks the soft engine on a host with no /dev/kvm, even with the PVM module loaded", () => {
+  for (const pvm of [false, true]) {
+    assert.deepEqual(chooseEngine(host({ kvmExists: false, pvm })), {
+      engine: "soft",
+      reason: "using the soft engine: this host has no /dev/kvm",
+    });
+  }
+});
+
+test("the engine probe picks the soft engine on PVM and says why", () => {
+  assert.deepEqual(chooseEngine(host({ pvm: true })), {
+    engine: "soft",
+    reason:
+      "using the soft engine: /dev/kvm is PVM, a nested software hypervisor that cannot boot stock kernels",
+  });
+});
+
+test("the engine probe picks the KVM engine on hardware KVM", () => {
+  assert.deepEqual(chooseEngine(host({})), { engine: "kvm", reason: "using the KVM engine (/dev/kvm)" });
+});
+
+test("the engine probe picks the soft engine when /dev/kvm cannot be opened, and passes on the reason", () => {
+  const denied =
+    'no permission to open /dev/kvm: add your user to the "kvm" group (sudo usermod -aG kvm $USER, then log in again), or run with --engine soft';
+  assert.deepEqual(chooseEngine(host({ openError: denied })), {
+    engine: "soft",
+    reason: `using the soft engine: ${denied}`,
+  });
+});
+
+test("the engine probe reads a host's facts from the device node and /sys/module", () => {
   const sys = join(tmp, "sys-module");
   mkdirSync(join(sys, "kvm_pvm"), { recursive: true });
   const fakeKvm = join(tmp, "kvm");
   writeFileSync(fakeKvm, "");
-  assert.deepEqual(probeEngine(fakeKvm, sys), {
-    engine: "soft",
-    reason: `using the soft engine: ${fakeKvm} is PVM, a nested software hypervisor that cannot boot stock kernels`,
+  assert.deepEqual(readHostFacts(fakeKvm, sys), {
+    kvmPath: fakeKvm,
+    kvmExists: true,
+    pvm: true,
+    openError: undefined,
   });
-  assert.deepEqual(probeEngine("/nonexistent/kvm", sys), {
-    engine: "soft",
-    reason: "using the soft engine: this host has no /nonexistent/kvm",
+  const notKvm = readHostFacts(fakeKvm, join(tmp, "no-modules"));
+  assert.equal(notKvm.pvm, false);
+  assert.match(notKvm.openError ?? "", /is not a KVM device/);
+  assert.deepEqual(readHostFacts("/nonexistent/kvm", sys), {
+    kvmPath: "/nonexistent/kvm",
+    kvmExists: false,
+    pvm: true,
+    openError: undefined,
   });
 });
 
