@@ -43,3 +43,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 else
   npm run build
 fi
+
+# The default guests (Debian kernels + busybox initramfs, cached in ~/.cache/vessel): the tests
+# that boot Linux use both, the i386 one on the soft engine and the amd64 one on KVM (and on the
+# soft engine once it runs x86-64). A no-op when they are cached.
+node bin/vessel.js guest build --arch i386
+node bin/vessel.js guest build --arch amd64
