@@ -1,6 +1,5 @@
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Socket } from "node:net";
-import { fileURLToPath } from "node:url";
 import { hostCgroupMounts } from "./cgroups.js";
 import { type Request, requestContext } from "./request.js";
 
@@ -8,8 +7,9 @@ import { type Request, requestContext } from "./request.js";
  * The runtime server: one long-lived Node process that answers the `vessel-runc` launcher
  * (native/nsexec/launcher.c), so that a runtime call costs a socket round trip instead of a Node
  * start-up (podman makes several calls per container). The launcher sends its working
- * directory and arguments; the server runs the same CLI code (src/cli/runtime.ts) with the
- * call's output captured, and answers "stdout LEN", "stderr LEN" blocks and "exit N". When the
+ * directory and arguments; the server runs the call with the function it is given (the runtime's
+ * command line, src/cli/runtime.ts, passed in by the entry src/cli/runtime_server_main.ts: the
+ * library does not know the command line) with the call's output captured, and answers "stdout LEN", "stderr LEN" blocks and "exit N". When the
  * call needs the helper, the server says "exec-helper" and the launcher execs vessel-nsexec on
  * the same connection: the container's init is then the launcher's child, as with runc.
  *
@@ -18,12 +18,10 @@ import { type Request, requestContext } from "./request.js";
  * after the call in progress when its own code was rebuilt.
  */
 /**
- * The socket of this checkout's server: /run/vessel-runc-<FNV-1a of server_main.js's path>.sock,
+ * The socket of a checkout's server: /run/vessel-runc-<FNV-1a of the server entry's path>.sock,
  * computed the same way by the launcher, so that two checkouts on one host stay apart.
  */
-export function serverSocketPath(
-  script = fileURLToPath(new URL("./server_main.js", import.meta.url)),
-): string {
+export function serverSocketPath(script: string): string {
   let h = 2166136261;
   for (const byte of Buffer.from(script)) h = Math.imul(h ^ byte, 16777619) >>> 0;
   return `/run/vessel-runc-${h.toString(16).padStart(8, "0")}.sock`;
@@ -73,10 +71,14 @@ function moveToRootCgroups(): void {
   }
 }
 
-export async function serve(socketPath = serverSocketPath()): Promise<void> {
-  const { run } = await import("../cli/runtime.js");
-  // tsc rewrites this file on every build: a newer one means this server runs stale code
-  const codeFile = fileURLToPath(new URL("../../.tsbuildinfo", import.meta.url));
+/** Runs one call of the runtime's command line and resolves to its exit status. */
+export type RuntimeCall = (argv: string[]) => Promise<number>;
+
+/**
+ * Serves runtime calls on `socketPath` until idle. `codeFile` is a file the build rewrites (tsc's
+ * build info): a newer one means this server runs stale code, and it exits after the call.
+ */
+export async function serve(run: RuntimeCall, socketPath: string, codeFile: string): Promise<void> {
   const builtAt = statSync(codeFile).mtimeMs;
   moveToRootCgroups();
   process.umask(0o077);

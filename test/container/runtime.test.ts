@@ -11,7 +11,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { serverSocketPath } from "../../src/container/server.js";
+import { runtimeServerSocket } from "../../src/cli/runtime_server.js";
 import type { Spec } from "../../src/container/spec.js";
 import {
   type Bundle,
@@ -473,7 +473,7 @@ test("the launcher needs no PATH and answers through the runtime server", { skip
   const b = bundle();
   // `list` starts the server if none runs (a server from an older build answers, then exits)
   for (let i = 0; i < 2; i++) assert.equal(vesselRunc(b, ["list"], { launcher: true, env: {} }).status, 0);
-  assert.ok(existsSync(serverSocketPath()), "this checkout's server is listening");
+  assert.ok(existsSync(runtimeServerSocket()), "this checkout's server is listening");
   const st = vesselRunc(b, ["state", "no-such-container"], { launcher: true, env: {} });
   assert.equal(st.status, 1);
   assert.match(st.stderr, /container "no-such-container" does not exist/);
