@@ -395,6 +395,9 @@ export function compareOutcomes(a: Outcome, b: Outcome, undefinedFlags = 0): str
       `stops differ from run() call ${i}: ${a.stops.slice(i, i + 3).join(", ") || "(none)"} vs ${b.stops.slice(i, i + 3).join(", ") || "(none)"} (${a.stops.length} vs ${b.stops.length} calls)`,
     );
   }
+  const endA = a.report.split("\n")[0];
+  const endB = b.report.split("\n")[0];
+  if (endA !== endB) out.push(`ended: ${endA} vs ${endB}`);
   if (a.acknowledgedAt.join() !== b.acknowledgedAt.join())
     out.push(`interrupts acknowledged at ${a.acknowledgedAt.join(",")} vs ${b.acknowledgedAt.join(",")}`);
   if (a.exceptionsByVector.join() !== b.exceptionsByVector.join())
