@@ -351,7 +351,9 @@ static void run_hook(struct op *o) {
 }
 
 /* ---- the terminal: a pty in the container's devpts, master sent to --console-socket ---- */
-static void setup_pty(void) {
+/* bind_console: the container's init binds its pty on /dev/console; an exec'd process must not
+   (runc does not: the mount would outlive the exec's pty in the container's mount namespace) */
+static void setup_pty(int bind_console) {
   int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (master < 0) die("open /dev/ptmx");
   int unlock = 0;
@@ -383,7 +385,7 @@ static void setup_pty(void) {
   }
   close(master);
   /* /dev/console in the container is the pty (runtime spec: "config-linux.md#devices") */
-  int cfd = open("/dev/console", O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int cfd = bind_console ? open("/dev/console", O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
   if (cfd >= 0) {
     close(cfd);
     if (mount(name, "/dev/console", NULL, MS_BIND, NULL) < 0) die("bind %s on /dev/console", name);
@@ -618,9 +620,10 @@ static void run_op(struct op *o) {
     send_line("ready");
   } else if (!strcmp(n, "hook")) {
     run_hook(o);
-  } else if (!strcmp(n, "pty")) {
-    /* pty [ROWS COLS]: the initial size from process.consoleSize */
-    setup_pty();
+  } else if (!strcmp(n, "pty") || !strcmp(n, "exec-pty")) {
+    /* pty|exec-pty [ROWS COLS]: the initial size from process.consoleSize; exec-pty leaves
+       /dev/console alone */
+    setup_pty(!strcmp(n, "pty"));
     if (o->argc >= 3) {
       struct winsize ws = {.ws_row = (unsigned short)num(o->argv[1]), .ws_col = (unsigned short)num(o->argv[2])};
       if (ioctl(0, TIOCSWINSZ, &ws) < 0) die("set console size");
