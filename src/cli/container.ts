@@ -45,6 +45,10 @@ const USAGE = `usage: vessel container <command>
   ps [-a] [-q]              list containers
   logs [-f] [--tail N] [-t] C
   exec [-i] [-t] [-e K=V] [-u U] [-w DIR] C CMD...
+                            -t: a pty of its own, sized from this terminal
+  attach [--detach-keys KEYS] [--no-stdin] C
+                            this terminal to a running container's (started with -d -t [-i]),
+                            or its output; Ctrl-P Ctrl-Q (or KEYS, e.g. "ctrl-a,x") detaches
   stop [-t SECONDS] C...    SIGTERM (the image's stop signal), SIGKILL after the timeout
   start C... / restart C... start a stopped container again (detached), keeping its files
   kill [-s SIGNAL] C...
@@ -72,6 +76,8 @@ export async function run(args: string[]): Promise<number> {
       return logs(m, rest);
     case "exec":
       return execVerb(m, rest);
+    case "attach":
+      return attachVerb(m, rest);
     case "stop":
       return stop(m, rest);
     case "start":
@@ -126,10 +132,11 @@ async function runVerb(m: Manager, args: string[]): Promise<number> {
     await baseImage(m.images, image, (line) => writeSync(2, `${line}\n`));
   }
   const detach = bool(p, "detach");
-  const tty = bool(p, "tty");
-  if (detach && tty)
+  // -d -t: the container's monitor keeps its pty for `attach` when the runtime lets it
+  const tty = bool(p, "tty") && (!detach || (await m.driver()).holdsTerminal);
+  if (detach && bool(p, "tty") && !tty)
     process.stderr.write(
-      "vessel: -t with -d: no terminal is kept for a detached container; its output goes to the log\n",
+      `vessel: -t with -d: the runtime ${(await m.driver()).name} cannot keep a detached terminal; its output goes to the log\n`,
     );
   const opt = <K extends string>(k: K, v: string | undefined) => (v !== undefined ? { [k]: v } : {});
   const cfg = m.create({
@@ -137,7 +144,7 @@ async function runVerb(m: Manager, args: string[]): Promise<number> {
     args: cmd,
     detach,
     interactive: bool(p, "interactive"),
-    tty: tty && !detach,
+    tty,
     autoRemove: bool(p, "rm"),
     env: list(p, "env"),
     envFiles: list(p, "env-file"),
@@ -259,13 +266,13 @@ async function execVerb(m: Manager, args: string[]): Promise<number> {
   const interactive = bool(p, "interactive");
   const tty = bool(p, "tty");
   if (bool(p, "detach")) throw new UsageError("BAD_FLAG", "exec -d is not supported: run exec without -d");
-  // the process gets this terminal as its stdio: with -t a shell sees a tty, as with docker exec -it
-  void interactive;
+  // without -t the process gets this terminal as its stdio; with -t a pty of its own (-i: with input)
   const ignore = () => undefined;
   process.on("SIGINT", ignore);
   try {
     return await m.exec(ref, cmd, {
       tty,
+      interactive,
       env: list(p, "env"),
       ...(str(p, "user") ? { user: str(p, "user")! } : {}),
       ...(str(p, "workdir") ? { workdir: str(p, "workdir")! } : {}),
@@ -273,6 +280,19 @@ async function execVerb(m: Manager, args: string[]): Promise<number> {
   } finally {
     process.off("SIGINT", ignore);
   }
+}
+
+async function attachVerb(m: Manager, args: string[]): Promise<number> {
+  const p = parseDockerArgs(args, { "detach-keys": { value: true }, "no-stdin": {} }, false);
+  const ref = p.positionals[0];
+  if (ref === undefined || p.positionals.length > 1)
+    throw new UsageError("NO_CONTAINER", "attach needs exactly one container");
+  const keys = str(p, "detach-keys");
+  const r = await m.attach(ref, {
+    ...(keys !== undefined ? { detachKeys: keys } : {}),
+    noStdin: bool(p, "no-stdin"),
+  });
+  return r.detached ? 0 : r.exitCode;
 }
 
 async function stop(m: Manager, args: string[]): Promise<number> {

@@ -5,6 +5,7 @@ import { UsageError } from "../../errors.js";
 import { shortId } from "../image/digest.js";
 import { defaultRoot, ImageStore } from "../image/store.js";
 import { leftovers as networkLeftovers } from "../network/bridge.js";
+import { type AttachOutcome, attachContainer } from "./attach_container.js";
 import { ManagerError } from "./errors.js";
 import { readLogFrom } from "./log.js";
 import { supervise, teardown } from "./monitor.js";
@@ -381,7 +382,7 @@ export class Manager {
   async exec(
     ref: string,
     args: string[],
-    opts: { tty?: boolean; env?: string[]; user?: string; workdir?: string } = {},
+    opts: { tty?: boolean; interactive?: boolean; env?: string[]; user?: string; workdir?: string } = {},
   ): Promise<number> {
     const { config, state } = this.view(ref);
     if (state.status !== "running") {
@@ -396,7 +397,17 @@ export class Manager {
       user: { uid: user.uid, gid: user.gid },
       cwd: opts.workdir ?? config.cwd,
       tty: opts.tty ?? false,
+      stdin: opts.interactive ?? false,
     });
+  }
+
+  /**
+   * Connects this process's terminal to a running container (docker attach): see attach.ts.
+   * Resolves when the detach keys are typed (the container keeps running) or with the
+   * container's exit status.
+   */
+  attach(ref: string, opts: { detachKeys?: string; noStdin?: boolean } = {}): Promise<AttachOutcome> {
+    return attachContainer(this, ref, opts);
   }
 
   logPath(ref: string): string {

@@ -12,6 +12,7 @@ import { createConnection, createServer, type Server, Socket } from "node:net";
 import { join } from "node:path";
 import { ImageStore } from "../image/store.js";
 import { addPortRules, Ipam, removePortRules, setupNetns, teardownNetns } from "../network/bridge.js";
+import { AttachHub, attachSocketPath } from "./attach.js";
 import { callerWindowSize } from "./console.js";
 import { ManagerError } from "./errors.js";
 import { LogWriter } from "./log.js";
@@ -244,6 +245,11 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         openFifo(opts.fifos.stderr, (b) => log.write("stderr", b)),
       ]
     : [];
+  // a detached -t container: this monitor keeps its pty and serves `attach` (attach.ts)
+  const hub =
+    !opts.attached && cfg.tty && driver.holdsTerminal
+      ? await AttachHub.listen(attachSocketPath(id), (b) => log.write("stdout", b))
+      : undefined;
   const pidFile = store.path(id, "pid");
   const runtimeLog = store.path(id, "runtime.log");
   let started = false;
@@ -266,7 +272,8 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         logFile: runtimeLog,
         stdio: pipe ? "pipe" : "inherit",
         stdin: opts.attached && cfg.interactive,
-        tty: opts.attached && cfg.tty,
+        tty: cfg.tty && (opts.attached || hub !== undefined),
+        ...(hub ? { console: (master: number) => hub.serve(master) } : {}),
       });
       handle.stdout?.on("data", (b: Buffer) => {
         log.write("stdout", b);
@@ -291,6 +298,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         }
       }
       exitCode = await handle.exit;
+      hub?.exited(exitCode);
       // the FIFOs may still hold the container's last output
       for (let i = 0; i < 100 && fifoReaders.some((f) => Date.now() - f.last() < 30); i++) {
         await new Promise((r) => setTimeout(r, 10));
@@ -328,6 +336,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
       await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** state.restartCount, 2000)));
     }
   } finally {
+    hub?.close();
     log.close();
     for (const f of fifoReaders) f.socket.destroy();
     for (const s of prepared.proxies) s.close();

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { ConsoleSocket, proxyConsole } from "./console.js";
+import { ConsoleSocket, callerWindowSize, proxyConsole } from "./console.js";
 import { DEFAULT_CAPS } from "./oci_config.js";
 import { ManagerError } from "./errors.js";
 
@@ -34,6 +34,8 @@ export interface ExecRequest {
   user?: { uid: number; gid: number };
   cwd: string;
   tty: boolean;
+  /** With `tty`: send this process's stdin to the process's pty (-i); without, it reads nothing. */
+  stdin?: boolean;
 }
 
 export interface RunHandle {
@@ -56,6 +58,11 @@ export interface RunOptions {
    * (runc's foreground run) does that itself.
    */
   tty?: boolean;
+  /**
+   * With `tty`, for a detached container's monitor: receives the pty master (and keeps it)
+   * instead of proxying it to this process's stdio; resolves when the container's side closes.
+   */
+  console?: (master: number) => Promise<void>;
 }
 
 export interface RuntimeDriver {
@@ -64,6 +71,8 @@ export interface RuntimeDriver {
   readonly canPipe: boolean;
   /** Whether a bundle with process.terminal gets a pty of its own in a foreground run. */
   readonly allocatesTerminal: boolean;
+  /** Whether run() can hand a detached container's pty master to its monitor (`console`). */
+  readonly holdsTerminal: boolean;
   /** `logFile` receives the runtime's own messages (JSON lines), apart from the container's output. */
   run(id: string, bundle: string, opts: RunOptions): RunHandle;
   /** Runs a process in a running container with this process's stdio; resolves with its status. */
@@ -89,6 +98,8 @@ export class OciCliDriver implements RuntimeDriver {
   readonly name: string;
   readonly canPipe = true;
   readonly allocatesTerminal = true;
+  // runc's foreground run proxies its pty to its own stdio; a console socket is for --detach only
+  readonly holdsTerminal = false;
 
   constructor(
     private readonly argv0: string[],
@@ -166,6 +177,7 @@ export class LibraryDriver implements RuntimeDriver {
   readonly name = "vessel (library)";
   readonly canPipe = true;
   readonly allocatesTerminal = true;
+  readonly holdsTerminal = true;
 
   constructor(
     private readonly mod: RuntimeModule,
@@ -194,7 +206,12 @@ export class LibraryDriver implements RuntimeDriver {
     if (consoleSock === undefined) return { exit: ran, stdout: null, stderr: null };
     const exit = (async () => {
       const master = await consoleSock.receive(ran);
-      const copied = master !== undefined ? proxyConsole(master, { input: opts.stdin ?? false }) : undefined;
+      const copied =
+        master === undefined
+          ? undefined
+          : opts.console
+            ? opts.console(master)
+            : proxyConsole(master, { input: opts.stdin ?? false });
       const code = await ran;
       // the last output is still in the pty; its copy ends when the container's side closes
       if (copied) await Promise.race([copied, new Promise((r) => setTimeout(r, 2000))]);
@@ -247,15 +264,35 @@ export class LibraryDriver implements RuntimeDriver {
     return { exit, stdout: readers[0]!, stderr: readers[1]! };
   }
 
+  /**
+   * Without -t the process shares this process's stdio. With -t it gets a pty of its own, sized
+   * from this terminal: the runtime sends its master to a console socket, proxied here as for
+   * `run -t` (console.ts), stdin included with -i.
+   */
   async exec(id: string, req: ExecRequest): Promise<number> {
-    return this.runtime().exec(id, {
-      terminal: false,
+    const size = req.tty ? callerWindowSize() : undefined;
+    const proc = {
+      terminal: req.tty,
+      ...(size ? { consoleSize: size } : {}),
       user: req.user ?? { uid: 0, gid: 0 },
       args: req.args,
       env: req.env,
       cwd: req.cwd,
       capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
-    });
+    };
+    if (!req.tty) return this.runtime().exec(id, proc);
+    const consoleSock = ConsoleSocket.listen(
+      join(tmpdir(), `vessel-exec-${id.slice(0, 12)}-${process.pid}-${Date.now() % 100000}.sock`),
+    );
+    const ran = this.runtime().exec(id, proc, { consoleSocket: consoleSock.path });
+    const master = await consoleSock.receive(ran);
+    const copied = master !== undefined ? proxyConsole(master, { input: req.stdin ?? false }) : undefined;
+    try {
+      return await ran;
+    } finally {
+      // the last output is still in the pty; its copy ends when the process's side closes
+      if (copied) await Promise.race([copied, new Promise((r) => setTimeout(r, 2000))]);
+    }
   }
 
   kill(id: string, signal: string, all = false): boolean {
