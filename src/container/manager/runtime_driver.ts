@@ -82,6 +82,19 @@ export interface RuntimeDriver {
   state(id: string): { status: string; pid: number } | undefined;
 }
 
+/**
+ * Waits for `p`, but no longer than `ms`; the timer is cleared when `p` settles first (a pending
+ * timer would keep this process alive that long after the container is done).
+ */
+async function atMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function childExit(child: ChildProcess): Promise<number> {
   return new Promise((resolve) => {
     child.on("close", (code, signal) => resolve(code ?? (signal ? 128 + signalNumber(signal) : 255)));
@@ -214,7 +227,7 @@ export class LibraryDriver implements RuntimeDriver {
             : proxyConsole(master, { input: opts.stdin ?? false });
       const code = await ran;
       // the last output is still in the pty; its copy ends when the container's side closes
-      if (copied) await Promise.race([copied, new Promise((r) => setTimeout(r, 2000))]);
+      if (copied) await atMost(copied, 2000);
       return code;
     })();
     return { exit, stdout: null, stderr: null };
@@ -256,7 +269,7 @@ export class LibraryDriver implements RuntimeDriver {
       const ended = readers.map(
         (s) => new Promise<void>((r) => (s.readableEnded || s.destroyed ? r() : s.once("close", () => r()))),
       );
-      await Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
+      await atMost(Promise.all(ended), 2000);
       for (const s of readers) s.destroy();
       return code;
     })();
@@ -291,7 +304,7 @@ export class LibraryDriver implements RuntimeDriver {
       return await ran;
     } finally {
       // the last output is still in the pty; its copy ends when the process's side closes
-      if (copied) await Promise.race([copied, new Promise((r) => setTimeout(r, 2000))]);
+      if (copied) await atMost(copied, 2000);
     }
   }
 
