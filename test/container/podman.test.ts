@@ -137,6 +137,54 @@ test("podman run -d, exec, stop and rm", { skip }, () => {
   }
 });
 
+/** Runs a command on a new pty sized 33x101 (python3's pty module, as a user's terminal). */
+function onPty(cmd: string[]): { out: string; code: number } {
+  const driver = `
+import os, pty, sys, fcntl, termios, struct, json
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    os.execvp(sys.argv[1], sys.argv[1:])
+out = b""
+while True:
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(json.dumps({"out": out.decode("latin1"), "code": os.waitstatus_to_exitcode(status)}))
+`;
+  const r = spawnSync("python3", ["-c", driver, ...cmd], { encoding: "utf8", timeout: 60000, cwd: work });
+  assert.equal(r.status, 0, `the pty driver failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { out: string; code: number };
+}
+
+test("podman exec -it gets a terminal of its own from vessel-runc, sized as the caller's", { skip }, (t) => {
+  if (!hasBusybox) return t.skip("needs busybox-static (apt-get download) for a shell in the image");
+  if (spawnSync("python3", ["-c", "import pty"]).status !== 0) return t.skip("needs python3's pty module");
+  const name = `vrt-tty-${process.pid}`;
+  const d = podman(["run", "-d", "--name", name, ...LIMITS, IMAGE, "/bin/ctest", "sleep", "300"]);
+  assert.equal(d.status, 0, d.stderr);
+  try {
+    const script = "busybox tty; busybox stty size; exit 3";
+    const cmd = ["podman", ...BASE, "exec", "-it", name, "sh", "-c", script];
+    let r = onPty(cmd);
+    // as with run -it, podman may attach after a short-lived process printed: up to three tries
+    for (let i = 0; i < 2 && !r.out.includes("/dev/pts/"); i++) r = onPty(cmd);
+    assert.match(r.out, /^\/dev\/pts\/\d+\r?$/m, r.out);
+    assert.match(r.out, /^33 101\r?$/m, `the pty has the caller's size: ${r.out}`);
+    assert.equal(r.code, 3, `podman exec returns the process's exit status: ${r.out}`);
+    const pid = podman(["inspect", "-f", "{{.State.Pid}}", name]).stdout.trim();
+    const mounts = spawnSync("grep", ["-c", "/dev/console", `/proc/${pid}/mountinfo`], { encoding: "utf8" });
+    assert.equal(mounts.stdout.trim(), "0", "the exec's pty is not bound on the container's /dev/console");
+  } finally {
+    podman(["rm", "-f", "-t", "0", name]);
+  }
+});
+
 test("podman --memory, --pids-limit, --user and --read-only are enforced", { skip }, () => {
   const mem = run(["--memory", "32m"], ["/bin/ctest", "alloc", "256"]);
   assert.equal(mem.status, 137, `over the memory limit: OOM-killed (${mem.stdout}${mem.stderr})`);
