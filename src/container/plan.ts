@@ -554,9 +554,7 @@ export function buildExecPlan(input: ExecPlanInput): Plan {
   // exec-pty: the exec'd process's own pty, not bound on the container's /dev/console
   if (p.terminal && input.consoleSocket)
     child.push(
-      p.consoleSize
-        ? ["exec-pty", String(p.consoleSize.height), String(p.consoleSize.width)]
-        : ["exec-pty"],
+      p.consoleSize ? ["exec-pty", String(p.consoleSize.height), String(p.consoleSize.width)] : ["exec-pty"],
     );
   else child.push(["setsid"]);
   const proc = processOps(p, input.spec, input);
