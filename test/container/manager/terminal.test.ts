@@ -42,7 +42,7 @@ let baseReady: string | undefined;
 /**
  * Runs the CLI on a new pty (27 rows, 77 columns). Each step waits until `wait` shows up in the
  * output since the previous step, pauses a moment (so the CLI has its terminal in raw mode), and
- * types `send`. Returns the terminal's output, how many steps were taken, and the exit status.
+ * types `send` ("@winsize ROWS COLS" resizes the terminal instead: the CLI gets SIGWINCH). Returns the terminal's output, how many steps were taken, and the exit status.
  */
 const DRIVER = `
 import os, pty, sys, time, select, fcntl, termios, struct, json
@@ -59,7 +59,11 @@ while time.time() < deadline:
     if i < len(steps) and steps[i][0].encode() in out[mark:]:
         time.sleep(0.3)
         mark = len(out)
-        os.write(fd, steps[i][1].encode("latin1"))
+        if steps[i][1].startswith("@winsize "):
+            rows, cols = map(int, steps[i][1].split()[1:])
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        else:
+            os.write(fd, steps[i][1].encode("latin1"))
         i += 1
         continue
     r, _, _ = select.select([fd], [], [], 0.1)
@@ -144,9 +148,14 @@ test("exec -it gives the process a pty of its own sized from the caller's termin
   // typed input reaches the process with -i
   const typed = onTerminal(
     ["container", "exec", "-it", "tty-exec", "sh"],
-    [["# ", "echo typed-$((6*7)); exit 0\r"]],
+    [
+      ["# ", "echo typed-$((6*7))\r"],
+      ["typed-42", "@winsize 31 88"],
+      ["", "stty size; exit 0\r"],
+    ],
   );
   assert.match(typed.out, /typed-42/, typed.out);
+  assert.match(typed.out, /^31 88\r?\r?$/m, `the pty follows the caller's terminal size: ${typed.out}`);
   assert.equal(typed.code, 0, typed.out);
   // -t without -i: a terminal, but nothing typed is read
   const noInput = onTerminal([
@@ -183,13 +192,16 @@ test("run -d -it keeps a terminal: attach shows a prompt and a typed command's o
     [
       ["", "\r"],
       ["# ", "echo hello-$((6*7)); stty size\r"],
-      ["hello-42", "\x10\x11"],
+      ["hello-42", "@winsize 40 100"],
+      ["", "stty size\r"],
+      ["40 100", "\x10\x11"],
     ],
   );
-  assert.equal(first.steps, 3, first.out);
+  assert.equal(first.steps, 5, first.out);
   assert.match(first.out, /\/ # /, `a prompt: ${first.out}`);
   assert.match(first.out, /^hello-42\r?\r?$/m, first.out);
   assert.match(first.out, /^27 77\r?\r?$/m, `attach sizes the pty from its terminal: ${first.out}`);
+  assert.match(first.out, /^40 100\r?\r?$/m, `and resizes it with the terminal: ${first.out}`);
   assert.equal(first.code, 0, `detaching is not an error: ${first.out}`);
   assert.equal(status("tty-sh"), "running", "the container keeps running after the detach keys");
   const again = onTerminal(
