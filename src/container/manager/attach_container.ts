@@ -16,9 +16,15 @@ import { pidAlive } from "./state.js";
 
 export type AttachOutcome = { detached: true } | { detached: false; exitCode: number };
 
+/** The exit status once the monitor is done; 137 if the container was removed meanwhile (rm -f kills it). */
 async function exitStatus(m: Manager, id: string): Promise<number> {
   for (;;) {
-    const s = m.containers.state(id);
+    let s: ReturnType<Manager["containers"]["state"]>;
+    try {
+      s = m.containers.state(id);
+    } catch {
+      return 137;
+    }
     if (s.status !== "running" && !pidAlive(s.monitorPid)) return s.exitCode ?? 0;
     await new Promise((r) => setTimeout(r, 25));
   }
