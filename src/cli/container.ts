@@ -9,7 +9,7 @@ import { ago, bool, type FlagSpec, humanSize, list, parseDockerArgs, str, table 
 
 /**
  * `vessel container <verb>`: docker's container verbs over src/container/manager/.
- * run, ps, logs, exec, stop, kill, rm, inspect, stats, prune.
+ * run, ps, logs, exec, attach, stop, kill, rm, inspect, stats, prune.
  */
 
 const RUN_FLAGS: Record<string, FlagSpec> = {
