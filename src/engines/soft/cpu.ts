@@ -161,6 +161,8 @@ export class Cpu {
   fetchLinPage = -1;
   fetchPhysPage = 0;
   fetchCache: Insn[] | undefined = undefined;
+  /** Told of every code-page write, after the decoded records are dropped (the translator's blocks). */
+  onCodeWrite: ((page: number) => void) | undefined = undefined;
 
   readonly ports: PortBus;
   readonly mmio: MmioBus;
@@ -563,6 +565,7 @@ export class Cpu {
     this.codeInvalidations++;
     this.codePage[page] = 0;
     this.codeCache[page] = undefined;
+    this.onCodeWrite?.(page);
     // Any running chain of records may include this page: make the loop look up again.
     this.fetchLinPage = -1;
   }

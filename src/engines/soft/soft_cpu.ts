@@ -17,6 +17,7 @@ import { fpuFailure } from "./insn_system.js";
 import { Cr0, Flag, Reg, Seg, Vec } from "./registers.js";
 import { deliverInterrupt, TASK_SWITCH } from "./segmentation.js";
 import { type BtStats, emptyBtStats } from "./bt/bt_stats.js";
+import { Translator } from "./bt/translator.js";
 import { DEFAULT_SOFT_TECHNIQUE, type SoftTechnique } from "./technique.js";
 
 export type SoftStop =
@@ -90,6 +91,8 @@ export class SoftCpu {
     bt: undefined as BtStats | undefined,
   };
   readonly technique: SoftTechnique;
+  /** The binary translator (technique bt). */
+  readonly translator: Translator | undefined;
   private readonly interrupts: InterruptSource;
   private readonly poll: (() => void) | undefined;
   private readonly nmi: SoftCpuOptions["nmi"];
@@ -100,7 +103,18 @@ export class SoftCpu {
   constructor(opts: SoftCpuOptions) {
     this.cpu = new Cpu(opts.memory, opts.ports, opts.mmio);
     this.technique = opts.technique ?? DEFAULT_SOFT_TECHNIQUE;
-    if (this.technique === "bt") this.stats.bt = emptyBtStats();
+    if (this.technique === "bt") {
+      this.stats.bt = emptyBtStats();
+      this.translator = new Translator(this.cpu, {
+        fetchPage: (linear) => {
+          this.fetchPage(linear);
+        },
+        interpretOne: () => this.interpretOne(),
+        noteEntry: (linear) => {
+          this.recent[this.recentIndex++ & (RECENT - 1)] = linear;
+        },
+      });
+    }
     this.interrupts = opts.interrupts;
     this.poll = opts.poll;
     this.nmi = opts.nmi;
@@ -197,7 +211,8 @@ export class SoftCpu {
       const singleStep = (c.flags & Flag.TF) !== 0;
       if (singleStep) c.slice = 1;
       try {
-        this.execute();
+        if (this.translator !== undefined) this.translator.execute();
+        else this.execute();
         if (singleStep) {
           c.dr[6] = c.dr[6]! | 0x4000; // DR6.BS
           const stop = this.deliver(Vec.DB, true, -1);
@@ -230,6 +245,8 @@ export class SoftCpu {
 
   private finish(_start: number, stop: SoftStop): SoftStop {
     this.stats.instructions = this.cpu.instructions;
+    if (this.translator !== undefined && this.stats.bt !== undefined)
+      this.translator.syncStats(this.stats.bt);
     return stop;
   }
 
@@ -330,6 +347,23 @@ export class SoftCpu {
       else if (e === insn.jumpEip && insn.jump !== undefined) insn = insn.jump;
       else insn = undefined;
     }
+  }
+
+  /**
+   * One instruction through the interpreter (the translator's fallback where a block does not fit
+   * the slice or the code is not in a page of RAM): the loop body of `execute`, without chaining.
+   */
+  private interpretOne(): void {
+    const c = this.cpu;
+    c.slice--;
+    const eip = c.eip;
+    c.startEip = eip;
+    const linear = (c.segBase[Seg.CS]! + eip) | 0;
+    let insn = linear >>> 12 === c.fetchLinPage ? c.fetchCache![linear & 0xfff] : this.fetchPage(linear);
+    if (insn === undefined || insn.cs32 !== c.cs32) insn = this.decodeAt(linear);
+    c.eip = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
+    insn.handler(c, insn);
+    c.instructions++;
   }
 
   /** Translates the page of `linear` for execution and makes it the fetch page. */
