@@ -15,7 +15,8 @@ import { ago, bool, humanSize, list, parseDockerArgs, str, table } from "./docke
 
 const USAGE = `usage: vessel image <command>
 
-  build [-t NAME] [-f FILE] [--build-arg K=V] [--no-cache] [-q] DIR   build from a build file (Dockerfile syntax)
+  build [-t NAME] [-f FILE] [--build-arg K=V] [--target STAGE] [--no-cache] [-q] DIR
+                                build from a build file (Dockerfile syntax, multi-stage, .dockerignore)
   build --base busybox|debian [--suite bookworm] [-t NAME]            make a base image from Debian packages
   ls [-q]                       list images
   rm [-f] IMAGE...              remove names or images
@@ -214,6 +215,7 @@ async function buildVerb(store: ImageStore, args: string[]): Promise<number> {
       tag: { short: "t", value: true },
       file: { short: "f", value: true },
       "build-arg": { value: true, multi: true },
+      target: { value: true },
       "no-cache": {},
       quiet: { short: "q" },
       base: { value: true },
@@ -248,12 +250,14 @@ async function buildVerb(store: ImageStore, args: string[]): Promise<number> {
   }
   const tag = str(p, "tag");
   const file = str(p, "file");
+  const target = str(p, "target");
   const img = await build(store, {
     contextDir: dir,
     buildArgs,
     noCache: bool(p, "no-cache"),
     ...(tag ? { tag } : {}),
     ...(file ? { file } : {}),
+    ...(target !== undefined ? { target } : {}),
     ...(progress ? { progress } : {}),
     ...(quiet ? {} : { output: (s: string) => process.stderr.write(s) }),
   });

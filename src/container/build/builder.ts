@@ -1,7 +1,9 @@
-import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
-  cpSync,
+  chmodSync,
+  chownSync,
+  copyFileSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -11,10 +13,10 @@ import {
   renameSync,
   rmSync,
   statSync,
-  writeFileSync,
-  chownSync,
+  type Stats,
+  symlinkSync,
   utimesSync,
-  chmodSync,
+  writeFileSync,
 } from "node:fs";
 import { dirname, join, posix, relative, resolve } from "node:path";
 import * as tar from "tar";
@@ -26,23 +28,41 @@ import { type Descriptor, type ExecConfig, hostArchitecture, type ImageConfig } 
 import type { ImageRecord, ImageStore } from "../image/store.js";
 import { writeTreeTar } from "../image/tar_writer.js";
 import { DEFAULT_CAPS, resolveUser } from "../manager/oci_config.js";
-import { mountRootfs, removeCgroups, unmount } from "../manager/rootfs.js";
+import { isMounted, mountRootfs, removeCgroups, unmount } from "../manager/rootfs.js";
 import { buildDriver, type RuntimeDriver } from "../manager/runtime_driver.js";
 import { buildBusyboxImage, buildDebianImage, type Progress } from "./base_images.js";
-import { type Instruction, parseBuildFile } from "./dockerfile.js";
+import { DockerIgnore } from "./dockerignore.js";
+import {
+  type BuildFile,
+  fail,
+  type HealthConfig,
+  type Instruction,
+  parseStages,
+  type Stage,
+  stageDeps,
+  stageOrder,
+} from "./dockerfile.js";
 
 /**
- * `vessel image build`: runs a build file step by step. A RUN step runs in a container made by the
- * OCI runtime over the layers so far plus a fresh overlay upper directory; the upper directory is
- * then the step's layer (overlay whiteouts become OCI whiteouts). COPY and ADD stage their files in
- * a directory that becomes the layer. Every step is cached by (parent state, instruction, inputs):
- * an unchanged step with unchanged inputs is not run again.
+ * `vessel image build`: runs a build file stage by stage, step by step. Only the stages the target
+ * needs are built (as BuildKit does), dependencies first. A RUN step runs in a container made by
+ * the OCI runtime over the layers so far plus a fresh overlay upper directory; the upper directory
+ * is then the step's layer (overlay whiteouts become OCI whiteouts). COPY and ADD stage their
+ * files in a directory that becomes the layer; `COPY --from` reads another stage's (or image's)
+ * root, mounted read-only for the step.
+ *
+ * The cache is keyed as docker's is: the parent step's key, the instruction's text after
+ * substitution, and for COPY/ADD a hash of the content copied (paths, modes, link targets, bytes;
+ * not times), so that a changed file invalidates its COPY step and the steps after it, nothing
+ * before. A step that hits the cache says CACHED. Nothing is tagged until every step succeeded.
  */
 
 export interface BuildOptions {
   contextDir: string;
   file?: string;
   tag?: string;
+  /** The stage to build (its name); default the last one. */
+  target?: string;
   buildArgs?: Map<string, string>;
   noCache?: boolean;
   progress?: Progress;
@@ -62,6 +82,9 @@ interface BuildState {
   config: ImageConfig;
 }
 
+/** Docker's image config carries Healthcheck beside the OCI fields. */
+type ExecWithHealth = ExecConfig & { Healthcheck?: HealthConfig };
+
 function cachePath(store: ImageStore): string {
   return join(store.root, "build-cache.json");
 }
@@ -80,55 +103,154 @@ function saveCache(store: ImageStore, cache: Record<string, CacheEntry>): void {
   renameSync(t, cachePath(store));
 }
 
-/** Hash of files named by COPY/ADD sources: relative paths, modes, link targets and contents. */
-function hashSources(context: string, sources: string[]): string {
+/**
+ * Where COPY reads: the build context (with its .dockerignore) or another stage's root, where
+ * absolute symlinks must resolve inside that root, not on the host.
+ */
+interface SourceTree {
+  root: string;
+  /** Shown in messages. */
+  what: string;
+  ignore?: DockerIgnore;
+  /** Symlinks in the source path resolve inside `root` (a stage's or image's root). */
+  scoped: boolean;
+}
+
+/** Hash of what COPY copies: relative paths, modes, link targets and contents (not times). */
+function hashSources(tree: SourceTree, sources: string[]): string {
   const h = createHash("sha256");
-  const visit = (abs: string, rel: string) => {
-    const st = lstatSync(abs);
-    h.update(`${rel}\0${st.mode}\0`);
-    if (st.isDirectory()) {
-      for (const n of readdirSync(abs).sort()) visit(join(abs, n), `${rel}/${n}`);
-    } else if (st.isSymbolicLink()) {
-      h.update(readlinkSync(abs));
-    } else if (st.isFile()) {
-      h.update(readFileSync(abs));
-    }
-  };
-  for (const s of sources) for (const abs of expandSource(context, s)) visit(abs, relative(context, abs));
+  for (const abs of sources.flatMap((s) => expandSource(tree, s))) {
+    walk(tree, abs, (path, st) => {
+      h.update(`${relative(tree.root, path)}\0${st.mode}\0`);
+      if (st.isSymbolicLink()) h.update(readlinkSync(path));
+      else if (st.isFile()) h.update(readFileSync(path));
+    });
+  }
   return h.digest("hex");
 }
 
-/** A COPY source: a path inside the context, with `*` and `?` wildcards in its last part. */
-function expandSource(context: string, source: string): string[] {
-  const abs = resolve(context, source.replace(/^\/+/, ""));
-  if (abs !== context && !abs.startsWith(`${context}/`)) {
-    throw new ImageError("BUILD_FILE", `COPY source "${source}" is outside the build context ${context}`);
+/** Visits `abs` and, for a directory, what is below it, minus what .dockerignore excludes. */
+function walk(tree: SourceTree, abs: string, visit: (path: string, st: Stats) => void): void {
+  const st = lstatSync(abs);
+  visit(abs, st);
+  if (!st.isDirectory()) return;
+  for (const n of readdirSync(abs).sort()) {
+    const child = join(abs, n);
+    const rel = relative(tree.root, child);
+    if (tree.ignore?.excludes(rel) && !keepsSomething(tree, child)) continue;
+    walk(tree, child, visit);
+  }
+}
+
+/** Whether an excluded path is a directory holding something a `!` exception keeps. */
+function keepsSomething(tree: SourceTree, path: string): boolean {
+  if (!tree.ignore?.hasExceptions || !lstatSync(path).isDirectory()) return false;
+  for (const n of readdirSync(path)) {
+    const child = join(path, n);
+    if (!tree.ignore.excludes(relative(tree.root, child)) || keepsSomething(tree, child)) return true;
+  }
+  return false;
+}
+
+/** Resolves `p` (absolute, inside root) following symlinks as if `root` were `/` (chroot-like). */
+function resolveScoped(root: string, p: string): string {
+  let parts = p.split("/").filter(Boolean);
+  let done: string[] = [];
+  for (let hops = 0; parts.length > 0; ) {
+    const part = parts.shift()!;
+    if (part === "..") {
+      done.pop();
+      continue;
+    }
+    const here = join(root, ...done, part);
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(here);
+    } catch {
+      st = undefined;
+    }
+    if (st?.isSymbolicLink()) {
+      if (++hops > 40) throw new ImageError("BUILD_FILE", `too many levels of symbolic links in ${p}`);
+      const target = readlinkSync(here);
+      if (target.startsWith("/")) done = [];
+      parts = [...target.split("/").filter(Boolean), ...parts];
+      continue;
+    }
+    done.push(part);
+  }
+  return join(root, ...done);
+}
+
+/** A COPY source: a path inside the tree, with `*` and `?` wildcards in its last part. */
+function expandSource(tree: SourceTree, source: string): string[] {
+  const root = tree.root;
+  const abs = tree.scoped
+    ? resolveScoped(root, posix.resolve("/", source))
+    : resolve(root, source.replace(/^\/+/, ""));
+  if (abs !== root && !abs.startsWith(`${root}/`)) {
+    throw new ImageError("BUILD_FILE", `COPY source "${source}" is outside ${tree.what}`);
   }
   const base = posix.basename(abs);
-  if (/[*?]/.test(base)) {
+  let hits: string[];
+  if (/[*?[]/.test(base)) {
     const dir = dirname(abs);
     const re = new RegExp(
       `^${base
-        .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+        .replace(/[.+^${}()|\]\\]/g, "\\$&")
         .replace(/\*/g, ".*")
         .replace(/\?/g, ".")}$`,
     );
-    const hits = existsSync(dir)
+    hits = existsSync(dir)
       ? readdirSync(dir)
           .filter((n) => re.test(n))
           .sort()
           .map((n) => join(dir, n))
       : [];
-    if (hits.length === 0)
-      throw new ImageError("BUILD_FILE", `COPY source "${source}" matches no file in the build context`);
-    return hits;
-  }
-  if (!existsSync(abs))
+  } else hits = existsSync(abs) ? [abs] : [];
+  hits = hits.filter(
+    (h) => h === root || !tree.ignore?.excludes(relative(root, h)) || keepsSomething(tree, h),
+  );
+  if (hits.length === 0) {
+    const ignored = tree.ignore !== undefined && !tree.ignore.empty && existsSync(abs);
     throw new ImageError(
       "BUILD_FILE",
-      `COPY source "${source}" does not exist in the build context ${context}`,
+      `COPY source "${source}" ${ignored ? "is excluded by .dockerignore in" : /[*?[]/.test(base) ? "matches no file in" : "does not exist in"} ${tree.what}`,
     );
-  return [abs];
+  }
+  return hits;
+}
+
+/** Copies `src` to `dest` as cp -a would (modes, times, symlinks as links), minus ignored files. */
+function copyTree(tree: SourceTree, src: string, dest: string): void {
+  walk(tree, src, (path, st) => {
+    const target = join(dest, relative(src, path));
+    if (st.isDirectory()) mkdirSync(target, { recursive: true });
+    else {
+      mkdirSync(dirname(target), { recursive: true });
+      rmSync(target, { force: true, recursive: true });
+      if (st.isSymbolicLink()) symlinkSync(readlinkSync(path), target);
+      else if (st.isFile()) copyFileSync(path, target);
+      else return; // devices, sockets and FIFOs are not copied (docker's COPY refuses them too)
+    }
+    if (!st.isSymbolicLink()) {
+      chmodSync(target, Number(st.mode) & 0o7777);
+      utimesSync(target, st.atime, st.mtime);
+    }
+  });
+  // directories got their children after their times were set: set them again, deepest first
+  const dirs: [string, Stats][] = [];
+  walk(tree, src, (path, st) => {
+    if (st.isDirectory()) dirs.push([join(dest, relative(src, path)), st]);
+  });
+  for (const [d, st] of dirs.reverse()) utimesSync(d, st.atime, st.mtime);
+}
+
+const BUSYBOX_RE = /^busybox(:latest)?$/;
+const DEBIAN_RE = /^debian(?::(bookworm|bullseye|trixie|12|11|13|stable|latest))?$/;
+
+/** Whether `ref` names an image that is here, `scratch`, or one of the base images Vessel makes. */
+export function canProvideImage(store: ImageStore, ref: string): boolean {
+  return ref === "scratch" || BUSYBOX_RE.test(ref) || DEBIAN_RE.test(ref) || store.find(ref) !== undefined;
 }
 
 /**
@@ -143,11 +265,11 @@ export async function baseImage(
   if (ref === "scratch") return undefined;
   const found = store.find(ref);
   if (found) return found;
-  if (/^(busybox|debian)(:|$)/.test(ref))
+  if (BUSYBOX_RE.test(ref) || DEBIAN_RE.test(ref))
     progress?.(`image "${ref}" is not here yet: building it from Debian's packages`);
   // the base images Vessel can make itself, made on first use
-  if (/^busybox(:latest)?$/.test(ref)) return buildBusyboxImage(store, "busybox:latest", progress);
-  const deb = /^debian(?::(bookworm|bullseye|trixie|12|11|13|stable|latest))?$/.exec(ref);
+  if (BUSYBOX_RE.test(ref)) return buildBusyboxImage(store, "busybox:latest", progress);
+  const deb = DEBIAN_RE.exec(ref);
   if (deb) {
     const suite =
       { "12": "bookworm", "11": "bullseye", "13": "trixie", stable: "bookworm", latest: "bookworm" }[
@@ -189,6 +311,36 @@ function copyAttrsFromLayers(layerDirs: string[], rel: string, target: string): 
   }
 }
 
+/** Mounts `layers` at a fresh directory (an overlay with a throw-away upper), runs `fn` on it. */
+async function withMountedRoot<T>(
+  store: ImageStore,
+  layers: Descriptor[],
+  what: string,
+  line: number,
+  fn: (root: string) => T | Promise<T>,
+): Promise<T> {
+  if (layers.length === 0)
+    throw fail(line, `COPY --from: ${what} has no files (it is built FROM scratch with no COPY)`);
+  const dir = store.tempPath("from");
+  const root = join(dir, "root");
+  try {
+    mountRootfs(
+      await Promise.all(layers.map((l) => store.layerDir(l))),
+      join(dir, "upper"),
+      join(dir, "work"),
+      root,
+    );
+    return await fn(root);
+  } finally {
+    unmount(root);
+    // never rm -r through a mount that would not go
+    if (!isMounted(root)) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** What COPY --from reads: a built stage's layers or an image's. */
+type FromSource = { layers: Descriptor[]; what: string };
+
 export async function build(store: ImageStore, opts: BuildOptions): Promise<ImageRecord> {
   const context = resolve(opts.contextDir);
   const file = opts.file ? resolve(opts.file) : join(context, "Dockerfile");
@@ -196,40 +348,118 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
   const path = existsSync(file) ? file : opts.file === undefined && existsSync(fileAlt) ? fileAlt : file;
   if (!existsSync(path))
     throw new ImageError("BUILD_FILE", `no build file: ${path} (give one with -f)`, { path });
-  const steps = parseBuildFile(readFileSync(path, "utf8"), opts.buildArgs ?? new Map());
+  const parsed = parseStages(readFileSync(path, "utf8"), opts.buildArgs ?? new Map());
+  const order = stageOrder(parsed, opts.target);
+  // every image the needed stages name must be here or makeable before any step runs
+  for (const i of order)
+    for (const dep of stageDeps(parsed, i))
+      if ("image" in dep && !canProvideImage(store, dep.image))
+        throw fail(
+          dep.line,
+          `no stage or image named "${dep.image}" (${stageNames(parsed)}; images: see \`vessel image ls\`)`,
+        );
   const progress = opts.progress ?? (() => undefined);
   const cache = opts.noCache ? {} : loadCache(store);
   const newCache = loadCache(store);
-  let state: BuildState = { key: "", layers: [], config: emptyConfig() };
-  const args = new Map<string, string>();
-  let driver = opts.driver;
+  const ctx: BuildContext = {
+    store,
+    parsed,
+    context: {
+      root: context,
+      what: `the build context ${context}`,
+      ignore: DockerIgnore.forContext(context),
+      scoped: false,
+    },
+    cache,
+    newCache,
+    progress,
+    ...(opts.output ? { output: opts.output } : {}),
+    ...(opts.driver ? { driver: opts.driver } : {}),
+    built: new Map(),
+  };
   const t0 = Date.now();
-  for (const [n, step] of steps.entries()) {
-    const label = `STEP ${n + 1}/${steps.length}: ${step.text}`;
+  for (const [n, i] of order.entries()) {
+    const prefix = order.length > 1 ? `[${n + 1}/${order.length}] ` : "";
+    ctx.built.set(i, await buildStage(ctx, parsed.stages[i]!, prefix));
+  }
+  const state = ctx.built.get(order.at(-1)!)!;
+  const img = store.addImage(state.config, state.layers, opts.tag ? [opts.tag] : []);
+  progress(`COMMIT ${opts.tag ?? ""} ${img.id.slice(7, 19)} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  return img;
+}
+
+function stageNames(f: BuildFile): string {
+  const names = f.stages.flatMap((s) => (s.name ? [s.name] : []));
+  return names.length ? `stages: ${names.join(", ")}` : "the file names no stage";
+}
+
+interface BuildContext {
+  store: ImageStore;
+  parsed: BuildFile;
+  context: SourceTree;
+  cache: Record<string, CacheEntry>;
+  newCache: Record<string, CacheEntry>;
+  progress: Progress;
+  output?: (chunk: string) => void;
+  driver?: RuntimeDriver;
+  built: Map<number, BuildState>;
+}
+
+async function fromSource(ctx: BuildContext, ref: string, line: number): Promise<FromSource> {
+  const dep = ctx.parsed.stages.find((s) => s.name === ref.toLowerCase());
+  const index = /^\d+$/.test(ref) ? Number(ref) : dep?.index;
+  if (index !== undefined) {
+    const st = ctx.built.get(index);
+    if (!st) throw fail(line, `COPY --from=${ref}: that stage was not built first (a bug: please report it)`);
+    return { layers: st.layers, what: `stage "${ctx.parsed.stages[index]!.name ?? index}"` };
+  }
+  const img = await baseImage(ctx.store, ref, ctx.progress);
+  return { layers: img ? [...img.manifest.layers] : [], what: `image "${ref}"` };
+}
+
+async function buildStage(ctx: BuildContext, stage: Stage, prefix: string): Promise<BuildState> {
+  const { store, progress } = ctx;
+  const total = stage.steps.length + 1;
+  progress(`${prefix}STEP 1/${total}: ${stage.from.text}`);
+  const baseStage = ctx.parsed.stages.find(
+    (s) => s.name !== undefined && s.name === stage.from.image.toLowerCase(),
+  );
+  let state: BuildState;
+  if (baseStage) {
+    const b = ctx.built.get(baseStage.index)!;
+    state = { key: b.key, layers: [...b.layers], config: structuredClone(b.config) };
+  } else {
+    const img = await baseImage(store, stage.from.image, progress);
+    state = img
+      ? { key: img.id, layers: [...img.manifest.layers], config: structuredClone(img.config) }
+      : { key: "scratch", layers: [], config: emptyConfig() };
+  }
+  state.config.history ??= [];
+  const args = new Map<string, string>();
+  for (const [n, step] of stage.steps.entries()) {
+    const label = `${prefix}STEP ${n + 2}/${total}: ${step.text}`;
     progress(label);
-    if (step.kind === "FROM") {
-      const img = await baseImage(store, step.image, progress);
-      state = img
-        ? { key: img.id, layers: [...img.manifest.layers], config: structuredClone(img.config) }
-        : { key: "scratch", layers: [], config: emptyConfig() };
-      state.config.history ??= [];
-      continue;
-    }
     if (step.kind === "ARG") {
       if (step.value !== undefined) args.set(step.name, step.value);
-      state = { ...state, key: sha256Of(`${state.key}\n${step.text}\n${step.value ?? ""}`) };
+      // as in docker, a changed value invalidates the RUN steps that see it (their inputs), not
+      // the COPY steps between
+      state = { ...state, key: sha256Of(`${state.key}\n${step.text}`) };
       continue;
     }
-    const inputs =
-      step.kind === "COPY" || step.kind === "ADD"
-        ? hashSources(context, step.sources)
-        : step.kind === "RUN"
-          ? [...args].map(([k, v]) => `${k}=${v}`).join("\0")
-          : "";
+    let from: FromSource | undefined;
+    let inputs = "";
+    if (step.kind === "COPY" || step.kind === "ADD") {
+      if (step.from !== undefined) {
+        from = await fromSource(ctx, step.from, step.line);
+        inputs = await withMountedRoot(store, from.layers, from.what, step.line, (root) =>
+          hashSources({ root, what: from!.what, scoped: true }, step.sources),
+        );
+      } else inputs = hashSources(ctx.context, step.sources);
+    } else if (step.kind === "RUN") inputs = [...args].map(([k, v]) => `${k}=${v}`).join("\0");
     const key = sha256Of(
       `${state.key}\n${JSON.stringify(step, (k, v) => (k === "line" ? undefined : v))}\n${inputs}`,
     );
-    const hit = cache[key];
+    const hit = ctx.cache[key];
     if (
       hit &&
       (!hit.layer || store.hasBlob(hit.layer as `sha256:${string}`)) &&
@@ -247,11 +477,11 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
           ]
         : state.layers;
       state = { key, layers, config };
-      progress("--> Using cache");
+      progress("--> CACHED");
       continue;
     }
     const config: ImageConfig = structuredClone(state.config);
-    const exec: ExecConfig = (config.config ??= {});
+    const exec: ExecWithHealth = (config.config ??= {});
     let layer: Descriptor | undefined;
     switch (step.kind) {
       case "ENV":
@@ -265,6 +495,13 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
         break;
       case "USER":
         exec.User = step.value;
+        break;
+      case "STOPSIGNAL":
+        exec.StopSignal =
+          /^\d+$/.test(step.value) || step.value.startsWith("SIG") ? step.value : `SIG${step.value}`;
+        break;
+      case "HEALTHCHECK":
+        exec.Healthcheck = step.health;
         break;
       case "EXPOSE":
         exec.ExposedPorts = {
@@ -281,11 +518,16 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
         break;
       case "COPY":
       case "ADD":
-        layer = await copyStep(store, state, step, context, exec.WorkingDir ?? "/");
+        if (from) {
+          const src = from;
+          layer = await withMountedRoot(store, src.layers, src.what, step.line, (root) =>
+            copyStep(store, state, step, { root, what: src.what, scoped: true }, exec.WorkingDir ?? "/"),
+          );
+        } else layer = await copyStep(store, state, step, ctx.context, exec.WorkingDir ?? "/");
         break;
       case "RUN":
-        driver ??= await buildDriver(store.root.replace(/\/image$/, ""));
-        layer = await runStep(store, state, step, args, driver, label, progress, opts.output);
+        ctx.driver ??= await buildDriver(store.root.replace(/\/image$/, ""));
+        layer = await runStep(store, state, step, args, ctx.driver, label, progress, ctx.output);
         break;
     }
     const created = new Date().toISOString();
@@ -299,20 +541,18 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
       { created, created_by: step.text, ...(layer ? {} : { empty_layer: true }) },
     ];
     const cfgBlob = store.putJson(config);
-    newCache[key] = { ...(layer ? { layer: layer.digest } : {}), config: cfgBlob.digest };
-    saveCache(store, newCache);
+    ctx.newCache[key] = { ...(layer ? { layer: layer.digest } : {}), config: cfgBlob.digest };
+    saveCache(store, ctx.newCache);
     state = { key, layers: state.layers, config };
   }
-  const img = store.addImage(state.config, state.layers, opts.tag ? [opts.tag] : []);
-  progress(`COMMIT ${opts.tag ?? ""} ${img.id.slice(7, 19)} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  return img;
+  return state;
 }
 
 async function copyStep(
   store: ImageStore,
   state: BuildState,
   step: Extract<Instruction, { kind: "COPY" | "ADD" }>,
-  context: string,
+  tree: SourceTree,
   workdir: string,
 ): Promise<Descriptor> {
   const staging = store.tempPath("copy");
@@ -320,7 +560,7 @@ async function copyStep(
   try {
     const layerDirs = await Promise.all(state.layers.map((l) => store.layerDir(l)));
     const destAbs = posix.resolve(workdir, step.dest);
-    const sources = step.sources.flatMap((s) => expandSource(context, s));
+    const sources = step.sources.flatMap((s) => expandSource(tree, s));
     const intoDir =
       step.dest.endsWith("/") ||
       sources.length > 1 ||
@@ -346,13 +586,27 @@ async function copyStep(
         : intoDir
           ? join(staging, destDir, posix.basename(src))
           : join(staging, destAbs);
-      cpSync(src, target, { recursive: true, dereference: false, preserveTimestamps: true, force: true });
-      copied.push(target);
+      if (st.isDirectory()) {
+        // the directory's contents, not the directory itself (Dockerfile reference, COPY)
+        for (const n of readdirSync(src)) {
+          const child = join(src, n);
+          if (tree.ignore?.excludes(relative(tree.root, child)) && !keepsSomething(tree, child)) continue;
+          copyTree(tree, child, join(target, n));
+          copied.push(join(target, n));
+        }
+      } else {
+        // a file named through symlinks is copied as the file (lstat of the resolved path)
+        copyTree(tree, src, target);
+        copied.push(target);
+      }
     }
     const owner = step.chown ?? "0:0";
     if (!/^\d+(:\d+)?$/.test(owner))
       throw new ImageError("BUILD_FILE", `--chown=${owner}: only numeric uid[:gid] is supported`);
-    for (const c of copied) spawnSync("chown", ["-hR", owner.includes(":") ? owner : `${owner}:${owner}`, c]);
+    for (const c of copied) {
+      spawnSync("chown", ["-hR", owner.includes(":") ? owner : `${owner}:${owner}`, c]);
+      if (step.chmod) spawnSync("chmod", ["-R", step.chmod, c]);
+    }
     const out = store.tempPath("layer");
     const { digest, size } = writeTreeTar(staging, out);
     store.adoptFile(out, digest);

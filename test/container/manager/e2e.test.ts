@@ -162,13 +162,13 @@ test("a build file builds an image; an unchanged rebuild comes from the cache", 
   assert.match(first.stderr, /STEP 6\/8: RUN echo/);
   const second = await vessel(["image", "build", "-t", "web:test", ctx]);
   assert.equal(second.code, 0, second.stderr);
-  assert.equal((second.stderr.match(/Using cache/g) ?? []).length, 6, second.stderr);
+  assert.equal((second.stderr.match(/--> CACHED/g) ?? []).length, 6, second.stderr);
   assert.equal(second.stdout, first.stdout, "same image id");
   writeFileSync(join(ctx, "index.html"), "<h1>changed</h1>\n");
   const third = await vessel(["image", "build", "-t", "web:changed", ctx]);
   assert.equal(third.code, 0, third.stderr);
   assert.equal(
-    (third.stderr.match(/Using cache/g) ?? []).length,
+    (third.stderr.match(/--> CACHED/g) ?? []).length,
     2,
     "ENV and WORKDIR before COPY come from the cache, COPY and after run again",
   );
