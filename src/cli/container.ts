@@ -29,6 +29,7 @@ const RUN_FLAGS: Record<string, FlagSpec> = {
   "read-only": {},
   network: { value: true },
   net: { value: true },
+  "network-alias": { value: true, multi: true },
   restart: { value: true },
   entrypoint: { value: true },
   workdir: { short: "w", value: true },
@@ -38,10 +39,12 @@ const RUN_FLAGS: Record<string, FlagSpec> = {
 
 const USAGE = `usage: vessel container <command>
 
-  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V] [--env-file F] [-v SRC:DST[:ro]] [-p HOST:CTR]
-      [--memory 64m] [--cpus 0.5] [--pids-limit N] [--user U[:G]] [--read-only]
-      [--network bridge|host|none] [--restart no|on-failure[:N]|always] [-w DIR] [--entrypoint E]
+  run [-d] [-i] [-t] [--rm] [--name N] [-e K=V] [--env-file F] [-v SRC:DST[:ro]]
+      [-p [IP:]HOST:CTR[/tcp|/udp]] [--memory 64m] [--cpus 0.5] [--pids-limit N] [--user U[:G]]
+      [--read-only] [--network bridge|host|none|NAME [--network-alias A]] [--restart no|on-failure[:N]|always] [-w DIR] [--entrypoint E]
       IMAGE [CMD...]
+  create [run's flags] IMAGE [CMD...]
+                            the container's record only; \`start\` runs it (detached)
   ps [-a] [-q]              list containers
   logs [-f] [--tail N] [-t] C
   exec [-i] [-t] [-e K=V] [-u U] [-w DIR] C CMD...
@@ -68,6 +71,8 @@ export async function run(args: string[]): Promise<number> {
   switch (verb) {
     case "run":
       return runVerb(m, rest);
+    case "create":
+      return runVerb(m, rest, true);
     case "ps":
     case "ls":
     case "list":
@@ -114,7 +119,7 @@ export async function run(args: string[]): Promise<number> {
   }
 }
 
-async function runVerb(m: Manager, args: string[]): Promise<number> {
+async function runVerb(m: Manager, args: string[], createOnly = false): Promise<number> {
   const p = parseDockerArgs(args, RUN_FLAGS, true);
   const [image, ...cmd] = p.positionals;
   if (image === undefined) throw new UsageError("NO_IMAGE", `run needs an image\n${USAGE}`);
@@ -152,6 +157,7 @@ async function runVerb(m: Manager, args: string[]): Promise<number> {
     ports: list(p, "publish"),
     readOnly: bool(p, "read-only"),
     network: parseNetwork(net ?? "bridge"),
+    networkAliases: list(p, "network-alias"),
     labels,
     ...opt("name", str(p, "name")),
     ...opt("memory", str(p, "memory")),
@@ -163,6 +169,10 @@ async function runVerb(m: Manager, args: string[]): Promise<number> {
     ...opt("workdir", str(p, "workdir")),
     ...opt("hostname", str(p, "hostname")),
   });
+  if (createOnly) {
+    process.stdout.write(`${cfg.id}\n`);
+    return 0;
+  }
   if (detach) {
     try {
       await m.startDetached(cfg.id);
@@ -199,7 +209,9 @@ function ps(m: Manager, args: string[]): number {
       JSON.stringify(cmd.length > 20 ? `${cmd.slice(0, 19)}…` : cmd),
       ago(v.config.created),
       status(v),
-      v.config.ports.map((x) => `${x.hostIp}:${x.hostPort}->${x.containerPort}/tcp`).join(", "),
+      v.config.ports
+        .map((x) => `${x.hostIp}:${x.hostPort}->${x.containerPort}/${x.protocol ?? "tcp"}`)
+        .join(", "),
       v.config.name,
     ]);
   }

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { UsageError } from "../../errors.js";
 import { shortId } from "../image/digest.js";
 import { defaultRoot, ImageStore } from "../image/store.js";
-import { leftovers as networkLeftovers } from "../network/bridge.js";
+import { defaultBridge, leftovers as networkLeftovers } from "../network/bridge.js";
+import { isBuiltin, NetworkStore } from "../network/networks.js";
 import { type AttachOutcome, attachContainer } from "./attach_container.js";
 import { ManagerError } from "./errors.js";
 import { readLogFrom } from "./log.js";
@@ -48,6 +49,8 @@ export interface RunRequest {
   user?: string;
   readOnly?: boolean;
   network?: NetworkMode;
+  /** Names other containers of its user network reach it by, besides its name (compose: the service). */
+  networkAliases?: string[];
   restart?: string;
   entrypoint?: string;
   workdir?: string;
@@ -66,12 +69,19 @@ export class Manager {
   readonly root: string;
   readonly containers: ContainerStore;
   readonly images: ImageStore;
+  /** User networks (`vessel network`); one in use by a container of this root cannot be removed. */
+  readonly networks: NetworkStore;
   private driverCache?: RuntimeDriver;
 
   constructor(root: string = defaultRoot()) {
     this.root = root;
     this.containers = new ContainerStore(root);
     this.images = new ImageStore(root);
+    this.networks = new NetworkStore(root, (net) =>
+      this.list(true)
+        .filter((v) => v.config.network === net)
+        .map((v) => ({ id: v.config.id, name: v.config.name, status: v.state.status })),
+    );
   }
 
   async driver(): Promise<RuntimeDriver> {
@@ -83,19 +93,7 @@ export class Manager {
   create(req: RunRequest): ContainerConfig {
     const volumes = (req.volumes ?? []).map(parseVolume);
     const ports = (req.ports ?? []).map(parsePort);
-    const network = req.network ?? "bridge";
-    if (ports.length > 0 && network !== "bridge") {
-      throw new UsageError(
-        "BAD_PORT",
-        `-p needs the bridge network (with --network ${network} there is nothing to publish)`,
-      );
-    }
-    const seen = new Set<number>();
-    for (const p of ports) {
-      if (seen.has(p.hostPort))
-        throw new UsageError("BAD_PORT", `host port ${p.hostPort} is published twice`);
-      seen.add(p.hostPort);
-    }
+    const { network, networkAliases } = this.checkNetwork(req, ports);
     const memory = req.memory !== undefined ? parseBytes(req.memory) : undefined;
     const cpus = req.cpus !== undefined ? parseCpus(req.cpus) : undefined;
     let pidsLimit: number | undefined;
@@ -159,6 +157,7 @@ export class Manager {
       autoRemove: req.autoRemove ?? false,
       readOnly: req.readOnly ?? false,
       network,
+      ...(networkAliases.length > 0 ? { networkAliases } : {}),
       ports,
       volumes,
       ...(memory !== undefined ? { memory } : {}),
@@ -172,6 +171,50 @@ export class Manager {
     this.containers.writeConfig(cfg);
     this.containers.writeState(id, { status: "created", restartCount: 0, bootId: "" });
     return cfg;
+  }
+
+  /**
+   * The network of a run request: a built-in mode or an existing user network (by name or id,
+   * recorded by name), ports only where there is a bridge, aliases only on a user network.
+   */
+  private checkNetwork(
+    req: RunRequest,
+    ports: ReturnType<typeof parsePort>[],
+  ): { network: NetworkMode; networkAliases: string[] } {
+    let network = req.network ?? "bridge";
+    if (!isBuiltin(network)) {
+      const n = this.networks.find(network);
+      if (n === undefined)
+        throw new UsageError(
+          "BAD_NETWORK",
+          `invalid --network "${network}": no such network; create it with \`vessel network create ${network}\` or use bridge, host or none`,
+          { value: network },
+        );
+      network = n.name;
+    }
+    if (ports.length > 0 && (network === "host" || network === "none")) {
+      throw new UsageError(
+        "BAD_PORT",
+        `-p needs the bridge network or a user network (with --network ${network} there is nothing to publish)`,
+      );
+    }
+    const seen = new Set<string>();
+    for (const p of ports) {
+      const key = `${p.hostIp === "0.0.0.0" ? "" : p.hostIp}:${p.hostPort}/${p.protocol}`;
+      if (seen.has(key) || seen.has(`:${p.hostPort}/${p.protocol}`))
+        throw new UsageError("BAD_PORT", `host port ${p.hostPort} is published twice (${p.protocol})`);
+      seen.add(key);
+    }
+    const networkAliases = req.networkAliases ?? [];
+    if (networkAliases.length > 0 && isBuiltin(network))
+      throw new UsageError(
+        "BAD_NETWORK",
+        `--network-alias needs a user network (the ${network} network has no names); create one with \`vessel network create NAME\``,
+      );
+    for (const a of networkAliases)
+      if (!NAME_RE.test(a))
+        throw new UsageError("BAD_NETWORK", `invalid --network-alias "${a}": use [a-zA-Z0-9][a-zA-Z0-9_.-]*`);
+    return { network, networkAliases };
   }
 
   /**
@@ -456,7 +499,7 @@ export class Manager {
         RestartPolicy: { Name: c.restart.name, MaximumRetryCount: c.restart.maxRetries },
         PortBindings: Object.fromEntries(
           c.ports.map((p) => [
-            `${p.containerPort}/tcp`,
+            `${p.containerPort}/${p.protocol ?? "tcp"}`,
             [{ HostIp: p.hostIp, HostPort: String(p.hostPort) }],
           ]),
         ),
@@ -468,12 +511,29 @@ export class Manager {
         Destination: v.target,
         RW: !v.readonly,
       })),
-      NetworkSettings: { IPAddress: s.ip ?? "", Gateway: s.ip ? s.ip.replace(/\.\d+$/, ".1") : "" },
+      NetworkSettings: this.networkSettings(c, s),
       GraphDriver: {
         Name: "overlay",
         Data: {
           UpperDir: this.containers.path(c.id, "upper"),
           MergedDir: this.containers.path(c.id, "bundle", "rootfs"),
+        },
+      },
+    };
+  }
+
+  private networkSettings(c: ContainerConfig, s: ContainerState): Record<string, unknown> {
+    const user = isBuiltin(c.network) ? undefined : this.networks.find(c.network);
+    const gateway = s.ip === undefined ? "" : (user?.gateway ?? defaultBridge().gateway);
+    return {
+      IPAddress: s.ip ?? "",
+      Gateway: gateway,
+      Networks: {
+        [c.network]: {
+          NetworkID: user?.id ?? "",
+          IPAddress: s.ip ?? "",
+          Gateway: gateway,
+          Aliases: c.networkAliases ?? [],
         },
       },
     };

@@ -8,10 +8,11 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { createConnection, createServer, type Server, Socket } from "node:net";
+import { Socket } from "node:net";
 import { join } from "node:path";
 import { ImageStore } from "../image/store.js";
-import { addPortRules, Ipam, removePortRules, setupNetns, teardownNetns } from "../network/bridge.js";
+import { connectContainer, disconnectContainer } from "../network/container_network.js";
+import { type PortProxy, startPortProxies } from "../network/port_proxy.js";
 import { AttachHub, attachSocketPath } from "./attach.js";
 import { callerWindowSize } from "./console.js";
 import { ManagerError } from "./errors.js";
@@ -43,59 +44,12 @@ export interface SuperviseOptions {
 
 interface Prepared {
   bundle: string;
-  proxies: Server[];
+  proxies: PortProxy[];
   ip?: string;
 }
 
 export function volumeDir(root: string, name: string): string {
   return join(root, "volumes", name, "_data");
-}
-
-async function listen(server: Server, port: number, host: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-}
-
-/** Binds the published ports (failing with PORT_IN_USE before anything runs) and proxies them. */
-async function startProxies(cfg: ContainerConfig, ip: string): Promise<Server[]> {
-  const servers: Server[] = [];
-  try {
-    for (const p of cfg.ports) {
-      const server = createServer((client) => {
-        const upstream = createConnection({ host: ip, port: p.containerPort });
-        client.pipe(upstream).pipe(client);
-        const close = () => {
-          client.destroy();
-          upstream.destroy();
-        };
-        client.on("error", close);
-        upstream.on("error", close);
-      });
-      try {
-        await listen(server, p.hostPort, p.hostIp);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw new ManagerError(
-          "PORT_IN_USE",
-          code === "EADDRINUSE"
-            ? `port ${p.hostIp}:${p.hostPort} is already in use; choose another host port with -p HOST:${p.containerPort}`
-            : `cannot publish port ${p.hostIp}:${p.hostPort}: ${(err as Error).message}`,
-          { port: p.hostPort },
-          err,
-        );
-      }
-      servers.push(server);
-    }
-  } catch (err) {
-    for (const s of servers) s.close();
-    throw err;
-  }
-  return servers;
 }
 
 export async function prepare(
@@ -112,23 +66,42 @@ export async function prepare(
   mountRootfs(layers, store.path(cfg.id, "upper"), store.path(cfg.id, "work"), rootfs);
   const etc = store.path(cfg.id, "etc");
   mkdirSync(etc, { recursive: true });
-  let netnsPath: string | undefined;
-  let ip: string | undefined;
-  let proxies: Server[] = [];
-  if (cfg.network === "bridge") {
-    ip = new Ipam(root).allocate(cfg.id, (id) => existsSync(store.path(id, "container.json")));
-    store.updateState(cfg.id, { ip });
-    proxies = await startProxies(cfg, ip);
-    netnsPath = setupNetns(cfg.id, "bridge", ip);
-    addPortRules(cfg.id, ip, cfg.ports);
-  } else if (cfg.network === "none") {
-    netnsPath = setupNetns(cfg.id, "none");
-  }
+  // the namespace and /etc/hosts (network/container_network.ts), then the published ports
   const hostsFile = join(etc, "hosts");
-  writeFileSync(
+  const { netnsPath, ip } = connectContainer(
+    root,
+    cfg,
     hostsFile,
-    `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${ip ? `${ip}\t${cfg.hostname}\n` : `127.0.1.1\t${cfg.hostname}\n`}`,
+    (id) => existsSync(store.path(id, "container.json")),
+    process.pid,
+    pidAlive,
   );
+  if (ip !== undefined) store.updateState(cfg.id, { ip });
+  const proxies = ip !== undefined ? await startPortProxies(cfg.ports, ip) : [];
+  try {
+    return {
+      ...writeBundle(store, cfg, runtimeTerminal, netnsPath, hostsFile),
+      proxies,
+      ...(ip ? { ip } : {}),
+    };
+  } catch (err) {
+    for (const p of proxies) p.close();
+    throw err;
+  }
+}
+
+/** The rest of prepare(): /etc files, volumes and the OCI config of the bundle. */
+function writeBundle(
+  store: ContainerStore,
+  cfg: ContainerConfig,
+  runtimeTerminal: boolean,
+  netnsPath: string | undefined,
+  hostsFile: string,
+): { bundle: string } {
+  const root = store.root;
+  const bundle = store.path(cfg.id, "bundle");
+  const rootfs = join(bundle, "rootfs");
+  const etc = store.path(cfg.id, "etc");
   writeFileSync(join(etc, "hostname"), `${cfg.hostname}\n`);
   try {
     copyFileSync("/etc/resolv.conf", join(etc, "resolv.conf"));
@@ -151,7 +124,7 @@ export async function prepare(
     ...(consoleSize ? { consoleSize } : {}),
   });
   writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
-  return { bundle, proxies, ...(ip ? { ip } : {}) };
+  return { bundle };
 }
 
 /** Undoes prepare(): runtime state, overlay mount, network, ports, cgroups. Idempotent. */
@@ -169,10 +142,7 @@ export async function teardown(store: ContainerStore, id: string, driver?: Runti
   } catch {
     cfg = undefined;
   }
-  if (cfg === undefined || cfg.ports.length > 0) removePortRules(id);
-  if (cfg === undefined || cfg.network !== "host")
-    teardownNetns(id, cfg === undefined || cfg.network === "bridge");
-  if (cfg === undefined || cfg.network === "bridge") new Ipam(store.root).release(id);
+  disconnectContainer(store.root, id, cfg);
   removeCgroups(cgroupsPath(id));
 }
 
@@ -339,7 +309,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
     hub?.close();
     log.close();
     for (const f of fifoReaders) f.socket.destroy();
-    for (const s of prepared.proxies) s.close();
+    for (const p of prepared.proxies) p.close();
     for (const s of signals) process.off(s, forward);
     await teardown(store, id, driver);
     if (cfg.autoRemove) rmSync(store.path(id), { recursive: true, force: true });

@@ -42,7 +42,7 @@ export interface PortSpec {
   hostIp: string;
   hostPort: number;
   containerPort: number;
-  protocol: "tcp";
+  protocol: "tcp" | "udp";
 }
 
 function port(text: string, whole: string): number {
@@ -55,26 +55,30 @@ function port(text: string, whole: string): number {
   return n;
 }
 
-/** `[IP:]HOST:CONTAINER[/tcp]` */
+/** `[IP:]HOST:CONTAINER[/tcp|/udp]` (docker's form; tcp when no protocol is given). */
 export function parsePort(text: string): PortSpec {
-  let body = text;
-  if (body.endsWith("/tcp")) body = body.slice(0, -4);
-  else if (body.includes("/")) {
-    throw new UsageError("BAD_PORT", `invalid -p "${text}": only tcp ports can be published`, {
-      value: text,
-    });
+  const slash = text.lastIndexOf("/");
+  const body = slash < 0 ? text : text.slice(0, slash);
+  const proto = slash < 0 ? "tcp" : text.slice(slash + 1);
+  if (proto !== "tcp" && proto !== "udp") {
+    throw new UsageError(
+      "BAD_PORT",
+      `invalid -p "${text}": unknown protocol "${proto}" (tcp and udp ports can be published)`,
+      { value: text },
+    );
   }
+  const protocol: PortSpec["protocol"] = proto;
   const parts = body.split(":");
   if (parts.length === 2)
     return {
       hostIp: "0.0.0.0",
       hostPort: port(parts[0]!, text),
       containerPort: port(parts[1]!, text),
-      protocol: "tcp",
+      protocol,
     };
   if (parts.length === 3) {
     const ip = parts[0]!;
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) {
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip) || ip.split(".").some((b) => Number(b) > 255)) {
       throw new UsageError("BAD_PORT", `invalid -p "${text}": "${ip}" is not an IPv4 address`, {
         value: text,
       });
@@ -83,12 +87,14 @@ export function parsePort(text: string): PortSpec {
       hostIp: ip,
       hostPort: port(parts[1]!, text),
       containerPort: port(parts[2]!, text),
-      protocol: "tcp",
+      protocol,
     };
   }
-  throw new UsageError("BAD_PORT", `invalid -p "${text}" (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp])`, {
-    value: text,
-  });
+  throw new UsageError(
+    "BAD_PORT",
+    `invalid -p "${text}" (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp])`,
+    { value: text },
+  );
 }
 
 /** `KEY=VALUE`, or `KEY` alone to pass the caller's value through (as docker does). */
@@ -182,11 +188,20 @@ export function parseRestart(text: string): RestartPolicy {
   );
 }
 
-export type NetworkMode = "bridge" | "host" | "none";
+/** One of the built-in networks (bridge, host, none) or the name of a user network. */
+export type NetworkMode = "bridge" | "host" | "none" | (string & {});
 
+const NETWORK_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+/**
+ * `--network`: a built-in mode or a name of the form networks have; whether a user network of
+ * that name exists is checked by Manager.create.
+ */
 export function parseNetwork(text: string): NetworkMode {
-  if (text === "bridge" || text === "host" || text === "none") return text;
-  throw new UsageError("BAD_NETWORK", `invalid --network "${text}" (expected bridge, host or none)`, {
-    value: text,
-  });
+  if (NETWORK_NAME_RE.test(text)) return text;
+  throw new UsageError(
+    "BAD_NETWORK",
+    `invalid --network "${text}" (expected bridge, host, none or the name of a network from \`vessel network ls\`)`,
+    { value: text },
+  );
 }

@@ -32,6 +32,8 @@ export interface ContainerConfig {
   autoRemove: boolean;
   readOnly: boolean;
   network: NetworkMode;
+  /** More names peers on a user network find it by (--network-alias), besides its name. */
+  networkAliases?: string[];
   ports: PortSpec[];
   volumes: VolumeSpec[];
   memory?: number;

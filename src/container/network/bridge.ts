@@ -1,26 +1,48 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { withLockFile } from "../lock_file.js";
 import { ManagerError } from "../manager/errors.js";
+import { formatSubnet, parseIpv4, type Subnet } from "./subnet.js";
 
 /**
  * Container networking, docker's "bridge" driver done with iproute2 and iptables:
- * - one Linux bridge `vessel0` holding the gateway address of a private /24;
+ * - per network one Linux bridge holding the gateway address of its subnet: `vessel0` for the
+ *   default network ("bridge"), `vsl-<id>` for each user network (networks.ts);
  * - per container a network namespace (`ip netns add`, so it outlives any process and can be
  *   joined by path from the OCI config) and a veth pair: `vv<id>` on the bridge, `eth0` inside;
- * - addresses handed out from a small file-backed allocator;
- * - NAT to the outside by one MASQUERADE rule for the subnet; published ports by a DNAT rule per
- *   port for traffic from other hosts (tagged with the container id so teardown finds it) and a
- *   userspace proxy in the monitor for connections from the host itself (DNAT does not see
- *   locally generated connections to 127.0.0.1).
- * The bridge and the MASQUERADE rule are shared and stay; everything per container goes on rm.
+ * - NAT to the outside by one MASQUERADE rule per subnet, and FORWARD accepts for the bridge;
+ * - published ports by a DNAT rule per port and protocol for traffic from other hosts (tagged
+ *   with the container id so teardown finds it) and a userspace proxy in the monitor for traffic
+ *   from the host itself (port_proxy.ts: DNAT in PREROUTING does not see locally generated
+ *   packets to 127.0.0.1).
+ * The default bridge and its rules exist while a container is on it: the last one to go takes
+ * them away (container_network.ts); a user network's stay until `network rm`. Everything that
+ * creates or removes a bridge, or puts a veth on one, holds the host's network lock, which is
+ * one for every Vessel root of the host as the bridges and subnets are.
  */
 
-export const BRIDGE = process.env.VESSEL_BRIDGE ?? "vessel0";
-export const SUBNET_PREFIX = process.env.VESSEL_SUBNET_PREFIX ?? "10.121.0";
-export const SUBNET = `${SUBNET_PREFIX}.0/24`;
-export const GATEWAY = `${SUBNET_PREFIX}.1`;
+/** What a bridge network is on the host. */
+export interface BridgeSpec {
+  /** The Linux interface name (at most 15 bytes, IFNAMSIZ - 1). */
+  bridge: string;
+  subnet: Subnet;
+  gateway: string;
+  /** The comment on the bridge's own iptables rules, so they can be found and removed. */
+  tag: string;
+}
+
+const DEFAULT_PREFIX = process.env.VESSEL_SUBNET_PREFIX ?? "10.121.0";
+
+/** The default network (`--network bridge`), named and addressed as the environment says. */
+export function defaultBridge(): BridgeSpec {
+  return {
+    bridge: process.env.VESSEL_BRIDGE ?? "vessel0",
+    subnet: { base: parseIpv4(`${DEFAULT_PREFIX}.0`) ?? 0, prefix: 24 },
+    gateway: `${DEFAULT_PREFIX}.1`,
+    tag: "vessel",
+  };
+}
 
 function sh(
   cmd: string,
@@ -34,13 +56,27 @@ function sh(
     throw new ManagerError(
       "NETWORK",
       `${what}: ${cmd} ${args.join(" ")} failed: ${r.error?.message ?? r.stderr.trim()}`,
-      {
-        cmd,
-        args,
-      },
+      { cmd, args },
     );
   }
   return { ok, out: r.stdout ?? "", err: r.stderr ?? "" };
+}
+
+const LOCK = process.env.VESSEL_NETWORK_LOCK ?? "/run/vessel/network.lock";
+
+/** Runs `fn` holding the host's network lock (bridges, veths, addresses, hosts files). */
+export function withNetworkLock<T>(fn: () => T): T {
+  mkdirSync(join(LOCK, ".."), { recursive: true });
+  return withLockFile(
+    LOCK,
+    { staleMs: 30_000, timeoutMs: 40_000, pollMs: 5 },
+    () =>
+      new ManagerError(
+        "NETWORK",
+        `the network lock ${LOCK} has been held for 40 s: another vessel command is setting up or removing a network; try again when it ends (or remove the file if no vessel command runs)`,
+      ),
+    fn,
+  );
 }
 
 export function netnsName(id: string): string {
@@ -55,156 +91,156 @@ export function hostVeth(id: string): string {
   return `vv${id.slice(0, 12)}`;
 }
 
+export function interfaceExists(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`);
+}
+
+/** The interfaces on a bridge (its ports, /sys/class/net/<bridge>/brif). */
+export function bridgePorts(bridge: string): string[] {
+  try {
+    return readdirSync(`/sys/class/net/${bridge}/brif`);
+  } catch {
+    return [];
+  }
+}
+
 function iptablesEnsure(table: string, chain: string, rule: string[]): void {
   if (!sh("iptables", ["-w", "-t", table, "-C", chain, ...rule], "iptables check", true).ok) {
     sh("iptables", ["-w", "-t", table, "-A", chain, ...rule], "iptables append");
   }
 }
 
-let bridgeChecked = false;
-
-/** Creates the bridge, its address, forwarding and the NAT rule if they are missing. */
-export function ensureBridge(): void {
-  // once per process, and skipped when this boot already set the bridge up (the marker holds the
-  // boot id, so a reboot, which loses bridge and rules, sets them up again)
-  if (bridgeChecked) return;
-  const marker = "/run/vessel-bridge-ready";
-  let bootId = "";
-  try {
-    bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
-    if (
-      readFileSync(marker, "utf8").trim() === `${BRIDGE} ${SUBNET} ${bootId}` &&
-      existsSync(`/sys/class/net/${BRIDGE}`)
-    ) {
-      bridgeChecked = true;
-      return;
-    }
-  } catch {
-    // no marker yet
-  }
-  setupBridge();
-  bridgeChecked = true;
-  try {
-    writeFileSync(marker, `${BRIDGE} ${SUBNET} ${bootId}\n`);
-  } catch {
-    // /run not writable: check every time
+function iptablesDelete(table: string, chain: string, rule: string[]): void {
+  // a rule added twice (by hand, or by an old version) is deleted twice
+  for (let i = 0; i < 8; i++) {
+    if (!sh("iptables", ["-w", "-t", table, "-C", chain, ...rule], "iptables check", true).ok) return;
+    sh("iptables", ["-w", "-t", table, "-D", chain, ...rule], "iptables delete", true);
   }
 }
 
-function setupBridge(): void {
-  if (!sh("ip", ["link", "show", BRIDGE], "ip link show", true).ok) {
-    const add = sh("ip", ["link", "add", BRIDGE, "type", "bridge"], "create bridge", true);
-    if (!add.ok && !add.err.includes("File exists"))
-      throw new ManagerError("NETWORK", `cannot create bridge ${BRIDGE}: ${add.err}`);
+/** The bridge's own rules: NAT out of the subnet, and forwarding to and from the bridge. */
+function bridgeRules(spec: BridgeSpec): [string, string, string[]][] {
+  const comment = ["-m", "comment", "--comment", spec.tag];
+  return [
+    [
+      "nat",
+      "POSTROUTING",
+      ["-s", formatSubnet(spec.subnet), "!", "-o", spec.bridge, "-j", "MASQUERADE", ...comment],
+    ],
+    ["filter", "FORWARD", ["-i", spec.bridge, "-j", "ACCEPT", ...comment]],
+    ["filter", "FORWARD", ["-o", spec.bridge, "-j", "ACCEPT", ...comment]],
+  ];
+}
+
+function markerPath(bridge: string): string {
+  return join(LOCK, "..", "bridges", bridge);
+}
+
+function bootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "";
   }
-  const addr = sh("ip", ["-4", "addr", "show", "dev", BRIDGE], "ip addr", true);
-  if (!addr.out.includes(`${GATEWAY}/24`))
-    sh("ip", ["addr", "add", `${GATEWAY}/24`, "dev", BRIDGE], "bridge address", true);
-  sh("ip", ["link", "set", BRIDGE, "up"], "bridge up");
+}
+
+/**
+ * Creates the bridge, its address, forwarding and its rules where missing. Call with the network
+ * lock held. A marker holding subnet and boot id skips the checks when this boot already did them
+ * (a reboot loses bridge and rules; removeBridge drops the marker).
+ */
+export function ensureBridge(spec: BridgeSpec): void {
+  const marker = markerPath(spec.bridge);
+  const want = `${formatSubnet(spec.subnet)} ${spec.gateway} ${bootId()}`;
+  try {
+    if (readFileSync(marker, "utf8").trim() === want && interfaceExists(spec.bridge)) return;
+  } catch {
+    // no marker yet
+  }
+  setupBridge(spec);
+  try {
+    mkdirSync(join(marker, ".."), { recursive: true });
+    writeFileSync(marker, `${want}\n`);
+  } catch {
+    // not writable: check every time
+  }
+}
+
+function setupBridge(spec: BridgeSpec): void {
+  const { bridge } = spec;
+  if (!interfaceExists(bridge)) {
+    const add = sh("ip", ["link", "add", bridge, "type", "bridge"], "create bridge", true);
+    if (!add.ok && !add.err.includes("File exists"))
+      throw new ManagerError("NETWORK", `cannot create bridge ${bridge}: ${add.err.trim()}`, { bridge });
+  }
+  const cidr = `${spec.gateway}/${spec.subnet.prefix}`;
+  const addr = sh("ip", ["-4", "addr", "show", "dev", bridge], "ip addr", true);
+  if (!addr.out.includes(` ${cidr} `)) sh("ip", ["addr", "add", cidr, "dev", bridge], "bridge address");
+  sh("ip", ["link", "set", bridge, "up"], "bridge up");
   try {
     if (readFileSync("/proc/sys/net/ipv4/ip_forward", "utf8").trim() !== "1")
       writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
   } catch (err) {
     throw new ManagerError("NETWORK", `cannot enable IPv4 forwarding: ${(err as Error).message}`);
   }
-  iptablesEnsure("nat", "POSTROUTING", [
-    "-s",
-    SUBNET,
-    "!",
-    "-o",
-    BRIDGE,
-    "-j",
-    "MASQUERADE",
-    "-m",
-    "comment",
-    "--comment",
-    "vessel",
-  ]);
-  iptablesEnsure("filter", "FORWARD", ["-i", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", "vessel"]);
-  iptablesEnsure("filter", "FORWARD", ["-o", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", "vessel"]);
+  for (const [table, chain, rule] of bridgeRules(spec)) iptablesEnsure(table, chain, rule);
 }
 
-/** A tiny address allocator: `<root>/network/ipam.json` maps container id → address. */
-export class Ipam {
-  private readonly file: string;
-  private readonly lock: string;
-
-  constructor(root: string) {
-    const dir = join(root, "network");
-    mkdirSync(dir, { recursive: true });
-    this.file = join(dir, "ipam.json");
-    this.lock = join(dir, "ipam.lock");
-  }
-
-  private withLock<T>(fn: (table: Record<string, string>) => T): T {
-    return withLockFile(
-      this.lock,
-      { staleMs: 10_000, timeoutMs: 20_000, pollMs: 5 },
-      () =>
-        new ManagerError(
-          "NETWORK",
-          `address allocator is locked (${this.lock} kept for 20 s): another vessel command is starting or removing a container; try again when that one ends`,
-        ),
-      () => {
-        const table = existsSync(this.file)
-          ? (JSON.parse(readFileSync(this.file, "utf8")) as Record<string, string>)
-          : {};
-        const out = fn(table);
-        writeFileSync(this.file, JSON.stringify(table));
-        return out;
-      },
-    );
-  }
-
-  allocate(id: string, alive: (id: string) => boolean): string {
-    return this.withLock((table) => {
-      if (table[id]) return table[id];
-      for (const [k] of Object.entries(table)) if (!alive(k)) delete table[k];
-      const used = new Set(Object.values(table));
-      for (let host = 2; host < 255; host++) {
-        const ip = `${SUBNET_PREFIX}.${host}`;
-        if (!used.has(ip)) {
-          table[id] = ip;
-          return ip;
-        }
-      }
-      throw new ManagerError("NETWORK", `no free address left in ${SUBNET}; remove some containers`);
-    });
-  }
-
-  release(id: string): void {
-    this.withLock((table) => {
-      delete table[id];
-    });
-  }
+/** Removes the bridge and its rules (the veths on it go with it). Idempotent; lock held. */
+export function removeBridge(spec: BridgeSpec): void {
+  for (const [table, chain, rule] of bridgeRules(spec)) iptablesDelete(table, chain, rule);
+  if (interfaceExists(spec.bridge)) sh("ip", ["link", "del", spec.bridge], "delete bridge");
+  rmSync(markerPath(spec.bridge), { force: true });
 }
 
-/** Makes the container's namespace: only loopback for `none`, veth on the bridge for `bridge`. */
-export function setupNetns(id: string, mode: "bridge" | "none", ip?: string): string {
+/** What of a bridge network is on the host: the link and its rules (for leak checks). */
+export function bridgeLeftovers(spec: BridgeSpec): string[] {
+  const out: string[] = [];
+  if (interfaceExists(spec.bridge)) out.push(`bridge ${spec.bridge}`);
+  for (const [table, chain, rule] of bridgeRules(spec))
+    if (sh("iptables", ["-w", "-t", table, "-C", chain, ...rule], "iptables check", true).ok)
+      out.push(`iptables -t ${table} ${chain} ${rule.join(" ")}`);
+  return out;
+}
+
+/** The IPv4 subnets the host already routes or holds addresses in (a new network must avoid them). */
+export function hostSubnets(): Subnet[] {
+  const out: Subnet[] = [];
+  const routes = sh("ip", ["-4", "route", "show", "table", "all"], "ip route", true).out;
+  for (const line of routes.split("\n")) {
+    const first = line.trim().split(/\s+/)[0] ?? "";
+    const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d+))?$/.exec(first);
+    if (!m || first.startsWith("127.")) continue;
+    const prefix = m[2] === undefined ? 32 : Number(m[2]);
+    const base = parseIpv4(m[1]!);
+    if (base !== undefined && prefix > 0) out.push({ base, prefix });
+  }
+  return out;
+}
+
+/** Makes the container's namespace: only loopback for `none`, a veth on the bridge otherwise. */
+export function setupNetns(id: string, attach?: { spec: BridgeSpec; ip: string }): string {
   const ns = netnsName(id);
   if (!existsSync(netnsPath(id))) sh("ip", ["netns", "add", ns], "create network namespace");
-  if (mode === "none") {
+  if (attach === undefined) {
     sh("ip", ["-n", ns, "link", "set", "lo", "up"], "loopback up");
     return netnsPath(id);
   }
-  if (ip === undefined) throw new ManagerError("NETWORK", "bridge network needs an address");
-  ensureBridge();
+  const { spec, ip } = attach;
   const veth = hostVeth(id);
   // two `ip -batch` runs instead of one process per step: host side, then inside the namespace
   const host = [
-    ...(existsSync(`/sys/class/net/${veth}`)
-      ? []
-      : [`link add ${veth} type veth peer name eth0 netns ${ns}`]),
-    `link set ${veth} master ${BRIDGE} up`,
+    ...(interfaceExists(veth) ? [] : [`link add ${veth} type veth peer name eth0 netns ${ns}`]),
+    `link set ${veth} master ${spec.bridge} up`,
   ];
-  batch([], host, "attach a veth pair to the bridge");
+  batch([], host, `attach a veth pair to the bridge ${spec.bridge}`);
   batch(
     ["-n", ns],
     [
       "link set lo up",
-      `addr replace ${ip}/24 dev eth0`,
+      `addr replace ${ip}/${spec.subnet.prefix} dev eth0`,
       "link set eth0 up",
-      `route replace default via ${GATEWAY}`,
+      `route replace default via ${spec.gateway}`,
     ],
     "configure the container's eth0",
   );
@@ -217,30 +253,35 @@ function batch(global: string[], lines: string[], what: string): void {
     throw new ManagerError(
       "NETWORK",
       `${what}: ip ${global.join(" ")} -batch failed: ${r.error?.message ?? r.stderr.trim()}`,
-      {
-        lines,
-      },
+      { lines },
     );
   }
 }
 
-export function teardownNetns(id: string, veth = true): void {
-  // deleting the namespace deletes eth0 and with it its veth peer on the bridge
+export function teardownNetns(id: string): void {
+  // the veth first: deleting it takes its peer with it at once, so the bridge's port list is
+  // right when it is read next; a namespace's own devices are freed asynchronously by the kernel
+  if (interfaceExists(hostVeth(id))) sh("ip", ["link", "del", hostVeth(id)], "delete veth", true);
   if (existsSync(netnsPath(id))) sh("ip", ["netns", "del", netnsName(id)], "delete network namespace", true);
-  if (veth && existsSync(`/sys/class/net/${hostVeth(id)}`))
-    sh("ip", ["link", "del", hostVeth(id)], "delete veth", true);
 }
 
-function dnatRule(id: string, hostPort: number, ip: string, ctrPort: number, hostIp: string): string[] {
+export interface PublishedPort {
+  hostIp: string;
+  hostPort: number;
+  containerPort: number;
+  protocol: "tcp" | "udp";
+}
+
+function dnatRule(id: string, p: PublishedPort, ip: string, bridge: string): string[] {
   return [
     "!",
     "-i",
-    BRIDGE,
-    ...(hostIp !== "0.0.0.0" ? ["-d", `${hostIp}/32`] : []),
+    bridge,
+    ...(p.hostIp !== "0.0.0.0" ? ["-d", `${p.hostIp}/32`] : []),
     "-p",
-    "tcp",
+    p.protocol,
     "--dport",
-    String(hostPort),
+    String(p.hostPort),
     "-m",
     "comment",
     "--comment",
@@ -248,17 +289,13 @@ function dnatRule(id: string, hostPort: number, ip: string, ctrPort: number, hos
     "-j",
     "DNAT",
     "--to-destination",
-    `${ip}:${ctrPort}`,
+    `${ip}:${p.containerPort}`,
   ];
 }
 
-export function addPortRules(
-  id: string,
-  ip: string,
-  ports: { hostIp: string; hostPort: number; containerPort: number }[],
-): void {
-  for (const p of ports)
-    iptablesEnsure("nat", "PREROUTING", dnatRule(id, p.hostPort, ip, p.containerPort, p.hostIp));
+/** DNAT rules for the published ports: how other hosts reach them (the proxy serves this one). */
+export function addPortRules(id: string, ip: string, ports: PublishedPort[], bridge: string): void {
+  for (const p of ports) iptablesEnsure("nat", "PREROUTING", dnatRule(id, p, ip, bridge));
 }
 
 /** Deletes every rule tagged with this container's id, whatever chain it is in. */
@@ -285,7 +322,7 @@ export function splitRule(line: string): string[] {
 /** Everything of this container's that networking left on the host (for leak checks). */
 export function leftovers(id: string): string[] {
   const out: string[] = [];
-  if (sh("ip", ["link", "show", hostVeth(id)], "ip link", true).ok) out.push(`veth ${hostVeth(id)}`);
+  if (interfaceExists(hostVeth(id))) out.push(`veth ${hostVeth(id)}`);
   if (existsSync(netnsPath(id))) out.push(`netns ${netnsName(id)}`);
   const tag = `vessel:${id.slice(0, 12)}`;
   for (const table of ["nat", "filter"]) {

@@ -37,7 +37,7 @@ test("-v rejects malformed values, quoting them", () => {
   }
 });
 
-test("-p parses HOST:CTR, IP:HOST:CTR and /tcp; rejects the rest", () => {
+test("-p parses HOST:CTR, IP:HOST:CTR, /tcp and /udp; rejects the rest", () => {
   assert.deepEqual(parsePort("8080:80"), {
     hostIp: "0.0.0.0",
     hostPort: 8080,
@@ -50,7 +50,24 @@ test("-p parses HOST:CTR, IP:HOST:CTR and /tcp; rejects the rest", () => {
     containerPort: 80,
     protocol: "tcp",
   });
-  for (const bad of ["80", "0:80", "70000:80", "a:80", "8080:80/udp", "x.y:1:2", "1:2:3:4"]) {
+  assert.deepEqual(parsePort("10.0.0.5:5353:53/udp"), {
+    hostIp: "10.0.0.5",
+    hostPort: 5353,
+    containerPort: 53,
+    protocol: "udp",
+  });
+  assert.equal(parsePort("5353:53/udp").protocol, "udp");
+  for (const bad of [
+    "80",
+    "0:80",
+    "70000:80",
+    "a:80",
+    "8080:80/sctp",
+    "8080:80/",
+    "x.y:1:2",
+    "1:2:3:4",
+    "1.2.3.256:1:2",
+  ]) {
     assert.throws(() => parsePort(bad), UsageError, bad);
   }
 });
