@@ -32,14 +32,19 @@ export interface BridgeSpec {
   tag: string;
 }
 
-const DEFAULT_PREFIX = process.env.VESSEL_SUBNET_PREFIX ?? "10.121.0";
-
-/** The default network (`--network bridge`), named and addressed as the environment says. */
+/**
+ * The default network (`--network bridge`): `vessel0` with 10.121.0.0/24, or as VESSEL_BRIDGE and
+ * VESSEL_SUBNET_PREFIX (three bytes) say, which tests use for a bridge of their own.
+ */
 export function defaultBridge(): BridgeSpec {
+  const prefix = process.env.VESSEL_SUBNET_PREFIX ?? "10.121.0";
+  const base = parseIpv4(`${prefix}.0`);
+  if (base === undefined)
+    throw new ManagerError("NETWORK", `VESSEL_SUBNET_PREFIX "${prefix}" is not three bytes such as 10.121.0`);
   return {
     bridge: process.env.VESSEL_BRIDGE ?? "vessel0",
-    subnet: { base: parseIpv4(`${DEFAULT_PREFIX}.0`) ?? 0, prefix: 24 },
-    gateway: `${DEFAULT_PREFIX}.1`,
+    subnet: { base, prefix: 24 },
+    gateway: `${prefix}.1`,
     tag: "vessel",
   };
 }

@@ -212,11 +212,11 @@ test("containers on a network get addresses in turn and each other's names in th
   assert.equal(b.spec.bridge, n.bridge);
   assert.match(
     readFileSync(hosts("a"), "utf8"),
-    /10\.70\.0\.2\ta-host a a-alias\n[^]*10\.70\.0\.3\tb b-alias\n$/,
+    /10\.70\.0\.2\ta-host a a-alias\n[\s\S]*10\.70\.0\.3\tb b-alias\n$/,
   );
   assert.match(
     readFileSync(hosts("b"), "utf8"),
-    /10\.70\.0\.3\tb-host b b-alias\n[^]*10\.70\.0\.2\ta a-alias\n$/,
+    /10\.70\.0\.3\tb-host b b-alias\n[\s\S]*10\.70\.0\.2\ta a-alias\n$/,
   );
   assert.equal(
     s.attachLocked("app", "b", ep("b"), alive).ip,
