@@ -174,6 +174,7 @@ before(async () => {
     cc.status === 0
       ? undefined
       : `cannot build the static udp-echo program (needs cc and a static libc, libc6-dev): ${cc.error?.message ?? cc.stderr.trim()}`;
+  removeBridge(defaultBridge()); // left by a run of this test that was killed
   makePeer();
 });
 
