@@ -2,6 +2,7 @@ import { writeSync } from "node:fs";
 import { UsageError } from "../errors.js";
 import { shortId } from "../container/image/digest.js";
 import { formatLine, readLog, readLogFrom } from "../container/manager/log.js";
+import { healthSuffix, readHealth } from "../container/manager/health.js";
 import { Manager } from "../container/manager/manager.js";
 import { parseNetwork } from "../container/manager/options.js";
 import { pidAlive } from "../container/manager/state.js";
@@ -186,9 +187,10 @@ async function runVerb(m: Manager, args: string[], createOnly = false): Promise<
   return m.runAttached(cfg.id);
 }
 
-function status(v: ReturnType<Manager["list"]>[number]): string {
+function status(m: Manager, v: ReturnType<Manager["list"]>[number]): string {
   const s = v.state;
-  if (s.status === "running") return `Up ${ago(s.startedAt).replace(/ ago$/, "")}`;
+  if (s.status === "running")
+    return `Up ${ago(s.startedAt).replace(/ ago$/, "")}${v.config.healthcheck ? healthSuffix(readHealth(m.containers, v.config.id)) : ""}`;
   if (s.status === "exited") return `Exited (${s.exitCode ?? 0}) ${ago(s.finishedAt)}`;
   return s.status[0]!.toUpperCase() + s.status.slice(1);
 }
@@ -208,7 +210,7 @@ function ps(m: Manager, args: string[]): number {
       v.config.image,
       JSON.stringify(cmd.length > 20 ? `${cmd.slice(0, 19)}…` : cmd),
       ago(v.config.created),
-      status(v),
+      status(m, v),
       v.config.ports
         .map((x) => `${x.hostIp}:${x.hostPort}->${x.containerPort}/${x.protocol ?? "tcp"}`)
         .join(", "),

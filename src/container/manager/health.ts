@@ -1,6 +1,8 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { HealthConfig } from "../build/dockerfile.js";
+import { type ContainerStore, writeJsonAtomic } from "./state.js";
 
 /**
  * Health checks (the image's HEALTHCHECK, docker's `State.Health`), run by the container's
@@ -13,6 +15,8 @@ import type { HealthConfig } from "../build/dockerfile.js";
  *   streak, and Retries failures in a row make it `unhealthy`; failures during the start period
  *   do not count;
  * - the last 5 results are kept, output cut to 4096 bytes.
+ * The state lives in the container's `health.json` (not state.json, so that a probe's write never
+ * races the CLI's stop request); `ps` and `inspect` read it.
  */
 
 export type HealthStatus = "starting" | "healthy" | "unhealthy";
@@ -43,6 +47,19 @@ export function probeArgv(h: HealthConfig | undefined): string[] | undefined {
   if (kind === "CMD" && rest.length > 0) return rest;
   if (kind === "CMD-SHELL" && rest.length > 0) return ["/bin/sh", "-c", rest.join(" ")];
   return undefined;
+}
+
+export function writeHealth(store: ContainerStore, id: string, h: HealthState): void {
+  writeJsonAtomic(store.path(id, "health.json"), h);
+}
+
+/** The last health state the monitor wrote, if the container has a check. */
+export function readHealth(store: ContainerStore, id: string): HealthState | undefined {
+  try {
+    return JSON.parse(readFileSync(store.path(id, "health.json"), "utf8")) as HealthState;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Docker's status words in `ps`: "(healthy)", "(unhealthy)", "(health: starting)". */

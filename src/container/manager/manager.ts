@@ -2,12 +2,14 @@ import { spawn, spawnSync } from "node:child_process";
 import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../../errors.js";
+import type { HealthConfig } from "../build/dockerfile.js";
 import { shortId } from "../image/digest.js";
 import { defaultRoot, ImageStore } from "../image/store.js";
 import { defaultBridge, leftovers as networkLeftovers } from "../network/bridge.js";
 import { isBuiltin, NetworkStore } from "../network/networks.js";
 import { type AttachOutcome, attachContainer } from "./attach_container.js";
 import { ManagerError } from "./errors.js";
+import { probeArgv, readHealth } from "./health.js";
 import { readLogFrom } from "./log.js";
 import { supervise, teardown } from "./monitor.js";
 import { cgroupsPath, resolveUser } from "./oci_config.js";
@@ -51,6 +53,8 @@ export interface RunRequest {
   network?: NetworkMode;
   /** Names other containers of its user network reach it by, besides its name (compose: the service). */
   networkAliases?: string[];
+  /** Overrides the image's HEALTHCHECK (docker run --health-cmd; compose's healthcheck). */
+  healthcheck?: HealthConfig;
   restart?: string;
   entrypoint?: string;
   workdir?: string;
@@ -107,6 +111,8 @@ export class Manager {
       throw new UsageError("BAD_RESTART", "--rm and --restart cannot be used together");
     const img = this.images.resolve(req.image);
     const ic = img.config.config ?? {};
+    // docker's image config carries Healthcheck beside the OCI fields (HEALTHCHECK NONE: none)
+    const healthcheck = req.healthcheck ?? (ic as { Healthcheck?: HealthConfig }).Healthcheck;
     const entrypoint =
       req.entrypoint !== undefined ? (req.entrypoint === "" ? [] : [req.entrypoint]) : (ic.Entrypoint ?? []);
     const cmd = req.args.length > 0 ? req.args : req.entrypoint !== undefined ? [] : (ic.Cmd ?? []);
@@ -167,6 +173,7 @@ export class Manager {
       hostname: req.hostname ?? id.slice(0, 12),
       stopSignal: ic.StopSignal ?? "SIGTERM",
       labels: { ...(ic.Labels ?? {}), ...(req.labels ?? {}) },
+      ...(probeArgv(healthcheck) ? { healthcheck: healthcheck! } : {}),
     };
     this.containers.writeConfig(cfg);
     this.containers.writeState(id, { status: "created", restartCount: 0, bootId: "" });
@@ -459,6 +466,7 @@ export class Manager {
 
   inspect(ref: string): Record<string, unknown> {
     const { config: c, state: s } = this.view(ref);
+    const health = c.healthcheck ? readHealth(this.containers, c.id) : undefined;
     return {
       Id: c.id,
       Name: c.name,
@@ -477,6 +485,7 @@ export class Manager {
         FinishedAt: s.finishedAt ?? "",
         RestartCount: s.restartCount,
         MonitorPid: s.monitorPid ?? 0,
+        ...(health ? { Health: health } : {}),
       },
       Config: {
         Hostname: c.hostname,
@@ -488,6 +497,7 @@ export class Manager {
         OpenStdin: c.interactive,
         Labels: c.labels,
         StopSignal: c.stopSignal,
+        ...(c.healthcheck ? { Healthcheck: c.healthcheck } : {}),
       },
       HostConfig: {
         NetworkMode: c.network,

@@ -16,6 +16,7 @@ import { type PortProxy, startPortProxies } from "../network/port_proxy.js";
 import { AttachHub, attachSocketPath } from "./attach.js";
 import { callerWindowSize } from "./console.js";
 import { ManagerError } from "./errors.js";
+import { execProbe, HealthMonitor, probeArgv, writeHealth } from "./health.js";
 import { LogWriter } from "./log.js";
 import { buildOciConfig, cgroupsPath } from "./oci_config.js";
 import { mountRootfs, removeCgroups, unmount } from "./rootfs.js";
@@ -71,7 +72,7 @@ export async function prepare(
   const { netnsPath, ip } = connectContainer(
     root,
     cfg,
-    hostsFile,
+    { dir: store.path(cfg.id), hostsFile },
     (id) => existsSync(store.path(id, "container.json")),
     process.pid,
     pidAlive,
@@ -142,7 +143,7 @@ export async function teardown(store: ContainerStore, id: string, driver?: Runti
   } catch {
     cfg = undefined;
   }
-  disconnectContainer(store.root, id, cfg);
+  disconnectContainer(store.root, id, store.path(id), cfg);
   removeCgroups(cgroupsPath(id));
 }
 
@@ -222,6 +223,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
       : undefined;
   const pidFile = store.path(id, "pid");
   const runtimeLog = store.path(id, "runtime.log");
+  let health: HealthMonitor | undefined;
   let started = false;
   let exitCode = 0;
   const forward = (sig: NodeJS.Signals) => {
@@ -254,6 +256,16 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         process.stderr.write(b);
       });
       const pid = await waitForPid(handle.exit, pidFile);
+      health?.stop();
+      health =
+        pid !== undefined && probeArgv(cfg.healthcheck) !== undefined
+          ? new HealthMonitor({
+              config: cfg.healthcheck!,
+              probe: execProbe(store.root, id),
+              publish: (h) => writeHealth(store, id, h),
+            })
+          : undefined;
+      health?.start();
       if (pid !== undefined) {
         store.updateState(id, {
           status: "running",
@@ -268,6 +280,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
         }
       }
       exitCode = await handle.exit;
+      health?.stop();
       hub?.exited(exitCode);
       // the FIFOs may still hold the container's last output
       for (let i = 0; i < 100 && fifoReaders.some((f) => Date.now() - f.last() < 30); i++) {
@@ -306,6 +319,7 @@ export async function supervise(store: ContainerStore, id: string, opts: Supervi
       await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** state.restartCount, 2000)));
     }
   } finally {
+    health?.stop();
     hub?.close();
     log.close();
     for (const f of fifoReaders) f.socket.destroy();

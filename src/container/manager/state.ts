@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { HealthConfig } from "../build/dockerfile.js";
 import { defaultRoot } from "../image/store.js";
 import { ManagerError } from "./errors.js";
 import type { NetworkMode, PortSpec, RestartPolicy, VolumeSpec } from "./options.js";
@@ -43,6 +44,8 @@ export interface ContainerConfig {
   hostname: string;
   stopSignal: string;
   labels: Record<string, string>;
+  /** The image's HEALTHCHECK (or the request's), run by the monitor (health.ts). */
+  healthcheck?: HealthConfig;
 }
 
 export type Status = "created" | "running" | "exited" | "removing";
