@@ -46,12 +46,14 @@ export interface Connected {
 export function connectContainer(
   root: string,
   cfg: ContainerNetworkConfig,
-  hostsFile: string,
-  /** Whether a container id still has a record (allocations of removed ones are reclaimed). */
+  /** The container's state directory, and the hosts file in it that is bound to /etc/hosts. */
+  paths: { dir: string; hostsFile: string },
+  /** Whether a container id of this root still has a record (removed ones lose their names). */
   exists: (id: string) => boolean,
   monitorPid: number = process.pid,
   alive: (pid: number) => boolean = () => true,
 ): Connected {
+  const { dir, hostsFile } = paths;
   if (cfg.network === "host" || cfg.network === "none") {
     const netnsPath = cfg.network === "none" ? setupNetns(cfg.id) : undefined;
     writeFileSync(hostsFile, renderHosts({ hostname: cfg.hostname }));
@@ -60,7 +62,7 @@ export function connectContainer(
   if (cfg.network === "bridge") {
     const spec = defaultBridge();
     const { ip, netnsPath } = withNetworkLock(() => {
-      const ip = new Ipam(root).allocate(cfg.id, spec, exists);
+      const ip = new Ipam(spec).allocate(dir);
       ensureBridge(spec);
       const netnsPath = setupNetns(cfg.id, { spec, ip });
       addPortRules(cfg.id, ip, cfg.ports, spec.bridge);
@@ -93,16 +95,21 @@ export function connectContainer(
  * and the default bridge with its rules when this was the last container on it. Without the
  * container's config (a half-written record) everything it could have made is undone.
  */
-export function disconnectContainer(root: string, id: string, cfg: ContainerNetworkConfig | undefined): void {
+export function disconnectContainer(
+  root: string,
+  id: string,
+  dir: string,
+  cfg: ContainerNetworkConfig | undefined,
+): void {
   if (cfg === undefined || cfg.ports.length > 0) removePortRules(id);
   if (cfg?.network === "host") return;
   const onDefault = cfg === undefined || cfg.network === "bridge";
   const onUser = cfg === undefined || !isBuiltin(cfg.network);
   withNetworkLock(() => {
     teardownNetns(id);
-    if (onDefault) new Ipam(root).release(id);
-    if (onUser) new NetworkStore(root).detachLocked(id);
     const spec = defaultBridge();
+    if (onDefault) new Ipam(spec).release(dir);
+    if (onUser) new NetworkStore(root).detachLocked(id);
     // the bridge's ports are every root's containers on it (one bridge per host)
     if (onDefault && interfaceExists(spec.bridge) && bridgePorts(spec.bridge).length === 0)
       removeBridge(spec);

@@ -6,18 +6,23 @@ import type { BridgeSpec } from "./bridge.js";
 import { formatSubnet, freeAddress } from "./subnet.js";
 
 /**
- * The default network's address allocator: `<root>/network/ipam.json` maps container id →
- * address. (A user network keeps its addresses in its own record, networks.ts.)
+ * The default network's address allocator. The default bridge is one per host, whichever Vessel
+ * root its containers belong to, so its table is too: `/run/vessel/ipam-<bridge>.json` maps a
+ * container's state directory (root and id in one) to its address. /run is emptied at boot, as
+ * the bridge is. An entry whose directory has no container.json any more is reclaimed. (A user
+ * network keeps its addresses in its own record, networks.ts.)
  */
 export class Ipam {
   private readonly file: string;
   private readonly lock: string;
 
-  constructor(root: string) {
-    const dir = join(root, "network");
+  constructor(
+    private readonly spec: BridgeSpec,
+    dir: string = process.env.VESSEL_IPAM_DIR ?? "/run/vessel",
+  ) {
     mkdirSync(dir, { recursive: true });
-    this.file = join(dir, "ipam.json");
-    this.lock = join(dir, "ipam.lock");
+    this.file = join(dir, `ipam-${spec.bridge}.json`);
+    this.lock = join(dir, `ipam-${spec.bridge}.lock`);
   }
 
   private withLock<T>(fn: (table: Record<string, string>) => T): T {
@@ -40,24 +45,25 @@ export class Ipam {
     );
   }
 
-  allocate(id: string, spec: BridgeSpec, alive: (id: string) => boolean): string {
+  /** The address of the container whose state directory is `containerDir`, given once. */
+  allocate(containerDir: string): string {
     return this.withLock((table) => {
-      if (table[id]) return table[id];
-      for (const [k] of Object.entries(table)) if (!alive(k)) delete table[k];
-      const ip = freeAddress(spec.subnet, spec.gateway, Object.values(table));
+      if (table[containerDir]) return table[containerDir];
+      for (const k of Object.keys(table)) if (!existsSync(join(k, "container.json"))) delete table[k];
+      const ip = freeAddress(this.spec.subnet, this.spec.gateway, Object.values(table));
       if (ip === undefined)
         throw new ManagerError(
           "NETWORK",
-          `no free address left in ${formatSubnet(spec.subnet)}; remove some containers`,
+          `no free address left in ${formatSubnet(this.spec.subnet)} (the default bridge ${this.spec.bridge}); remove some containers or put some on a network of their own (vessel network create)`,
         );
-      table[id] = ip;
+      table[containerDir] = ip;
       return ip;
     });
   }
 
-  release(id: string): void {
+  release(containerDir: string): void {
     this.withLock((table) => {
-      delete table[id];
+      delete table[containerDir];
     });
   }
 }
