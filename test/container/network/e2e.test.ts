@@ -293,6 +293,7 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
   assert.match(ls, /-\s+bridge\s+bridge/);
 
   const web = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"];
+  const published = port();
   await ok(["container", "run", "-d", "--name", "alpha", "--network", "e2enet", "busybox", "sleep", "300"]);
   await ok([
     "container",
@@ -306,9 +307,14 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
     "e2enet",
     "--network-alias",
     "bee",
+    "-p",
+    `${published}:80`,
     "busybox",
     ...web,
   ]);
+  // a port published from a user network: DNAT towards its bridge, the proxy for this host
+  assert.equal(await retry(() => client("host", "tcp", "127.0.0.1", published)), "beta-host\n");
+  assert.equal(await retry(() => client("peer", "tcp", HOST_IP, published)), "beta-host\n");
   const inspect = JSON.parse(await ok(["container", "inspect", "beta"]))[0].NetworkSettings;
   assert.equal(inspect.Gateway, net.gateway);
   assert.deepEqual(inspect.Networks.e2enet.Aliases, ["bee"]);
