@@ -187,7 +187,8 @@ async function runVerb(m: Manager, args: string[], createOnly = false): Promise<
   return m.runAttached(cfg.id);
 }
 
-function status(m: Manager, v: ReturnType<Manager["list"]>[number]): string {
+/** docker ps's STATUS column ("Up 5 seconds (healthy)", "Exited (0) 2 minutes ago"); compose ps shows it too. */
+export function status(m: Manager, v: ReturnType<Manager["list"]>[number]): string {
   const s = v.state;
   if (s.status === "running")
     return `Up ${ago(s.startedAt).replace(/ ago$/, "")}${v.config.healthcheck ? healthSuffix(readHealth(m.containers, v.config.id)) : ""}`;

@@ -12,6 +12,10 @@ const VERBS: Record<string, { file: string; summary: string }> = {
     summary: "run and manage containers (docker's verbs: run, ps, logs, exec, stop, rm, ...)",
   },
   network: { file: "network", summary: "create, list and remove container networks (DNS by container name)" },
+  compose: {
+    file: "compose",
+    summary: "run a multi-container application from a compose file (up, down, ps, logs)",
+  },
   image: { file: "image", summary: "build, list, save, load and import container images" },
   runtime: { file: "runtime", summary: "the OCI runtime, runc-compatible (also installed as vessel-runc)" },
 };

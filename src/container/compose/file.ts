@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument, type YAMLMap } from "yaml";
-import { words } from "../build/dockerfile.js";
+import { type HealthConfig, parseDuration, words } from "../build/dockerfile.js";
 import { ComposeError } from "./errors.js";
 
 /**
@@ -9,7 +9,7 @@ import { ComposeError } from "./errors.js";
  * subset `vessel compose` runs: services with `image` or `build` (context, dockerfile, args,
  * target), `ports`, `volumes` (bind and named), `environment` (list or map), `env_file`,
  * `command`, `entrypoint`, `depends_on` (list, or map with conditions), `restart`,
- * `container_name`, `working_dir`, `user`, `hostname`, `labels`, `expose`; top-level `name`,
+ * `container_name`, `working_dir`, `user`, `hostname`, `labels`, `expose`, `healthcheck`; top-level `name`,
  * `services`, `volumes` and the obsolete `version`.
  *
  * Parsing is the `yaml` library's (YAML 1.2, duplicate keys refused); every node keeps its
@@ -67,6 +67,8 @@ export interface ComposeService {
   user?: string;
   hostname?: string;
   labels: Record<string, string>;
+  /** Replaces the image's HEALTHCHECK (`disable: true` is `["NONE"]`). */
+  healthcheck?: HealthConfig;
 }
 
 export interface ComposeFile {
@@ -99,7 +101,9 @@ const SERVICE_KEYS = [
   "hostname",
   "labels",
   "expose",
+  "healthcheck",
 ];
+const HEALTH_KEYS = ["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"];
 const BUILD_KEYS = ["context", "dockerfile", "args", "target"];
 const PORT_KEYS = ["target", "published", "host_ip", "protocol", "mode"];
 const VOLUME_KEYS = ["type", "source", "target", "read_only"];
@@ -407,6 +411,9 @@ function parseService(
       case "labels":
         for (const [k, val] of r.keyValues(v, here)) svc.labels[k] = val ?? "";
         break;
+      case "healthcheck":
+        svc.healthcheck = parseHealthcheck(r, v, here);
+        break;
       case "expose":
         // documentation between services on one network: every port is reachable there anyway
         r.strings(v, here, false);
@@ -416,6 +423,36 @@ function parseService(
   if (svc.image === undefined && svc.build === undefined)
     throw r.fail(pair.key, at, "a service needs an image or a build");
   return svc;
+}
+
+function parseHealthcheck(r: Reader, node: Node | null, at: string): HealthConfig {
+  const h: HealthConfig = { Test: [] };
+  for (const [key, p] of r.pairs(node, at, HEALTH_KEYS)) {
+    const here = `${at}.${key}`;
+    if (key === "test") {
+      if (isSeq(p.value)) {
+        h.Test = r.strings(p.value, here, false);
+        if (!["CMD", "CMD-SHELL", "NONE"].includes(h.Test[0] ?? ""))
+          throw r.fail(p.value, here, 'a test list starts with "CMD", "CMD-SHELL" or "NONE"');
+      } else h.Test = ["CMD-SHELL", r.str(p.value, here)];
+    } else if (key === "disable") {
+      if (r.str(p.value, here) === "true") return { Test: ["NONE"] };
+    } else if (key === "retries") {
+      const n = r.str(p.value, here);
+      if (!/^\d+$/.test(n)) throw r.fail(p.value, here, `"${n}" is not a whole number`);
+      h.Retries = Number(n);
+    } else {
+      const d = r.str(p.value, here);
+      const ns = parseDuration(d);
+      if (ns === undefined) throw r.fail(p.value, here, `"${d}" is not a duration such as 10s or 1m30s`);
+      const field = ({ interval: "Interval", timeout: "Timeout", start_period: "StartPeriod" } as const)[
+        key as "interval"
+      ];
+      h[field ?? "StartInterval"] = ns;
+    }
+  }
+  if (h.Test.length === 0) throw r.fail(node, at, "a healthcheck needs a test");
+  return h;
 }
 
 function parseBuild(r: Reader, node: Node | null, at: string, dir: string): ServiceBuild {
