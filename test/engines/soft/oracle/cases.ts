@@ -40,6 +40,16 @@ export interface OracleCase {
   needs?: Need[];
   /** Data bytes excluded from the exact comparison between runners ([offset, length]). */
   ignoreData?: [number, number][];
+  /**
+   * The code means the same as 64-bit code (x87 work, plain register moves and compares, no
+   * stack, no 32-bit address forms): host64_runner.ts runs it natively in a 64-bit process.
+   */
+  sameIn64?: boolean;
+  /**
+   * Data bytes holding an x87 instruction pointer (FNSTENV's FIP): compared between runners,
+   * except with one whose code sits at other addresses (host64_runner.ts).
+   */
+  ipData?: [number, number][];
 }
 
 export const FLAG_BITS: Record<string, number> = {
@@ -680,6 +690,7 @@ export const GROUPS: Record<string, OracleCase[]> = {
       name: "a fault pushes EFLAGS with RF set (SDM vol. 3 17.3.1.1)",
       asm: "nop",
       flags: "RF",
+      needs: ["rf"],
     },
     {
       name: "call pushes the return address; ret imm16 pops it and the arguments",
@@ -783,6 +794,8 @@ export const GROUPS: Record<string, OracleCase[]> = {
       want: { ebx: 0x3100, ecx: 0x3 },
       // FXCH and FSTP leave C0 C2 C3 undefined: the last FNSTSW is not compared.
       ignoreRegs: ["eax"],
+      // PUSHFD does not exist in 64-bit mode.
+      sameIn64: false,
     },
     {
       name: "fsqrt, fdivr, fsubr and fmul with reverse forms",
@@ -1006,6 +1019,7 @@ export const GROUPS: Record<string, OracleCase[]> = {
       wantData: { 0: u16s(0xb084, 0x037b) },
       vector: 16,
       errorCode: 0,
+      needs: ["x87-unmasked"],
     },
     {
       name: "stack underflow and overflow set IE SF and C1; FIST of a NaN stores the integer indefinite",
@@ -1073,4 +1087,9 @@ export const GROUPS: Record<string, OracleCase[]> = {
   ],
 };
 
-for (const c of GROUPS.x87 ?? []) c.needs = ["x87"];
+// Every x87 case needs an x87 in the runner, and (unless it says otherwise) its code means the
+// same in 64-bit mode, so the host CPU runs it in a 64-bit process too.
+for (const c of GROUPS.x87 ?? []) {
+  c.needs = ["x87", ...(c.needs ?? [])];
+  c.sameIn64 ??= true;
+}

@@ -1,10 +1,16 @@
 /**
- * Runs oracle cases on every available runner (software CPU, hardware through KVM), checks each
- * result against the case's expectations and the runners against each other.
+ * Runs oracle cases on every available runner (the software CPU by technique, the hardware through
+ * KVM or as a host process, QEMU's user-mode emulator), checks each result against the case's
+ * expectations and the runners against each other.
+ *
+ * A comparison needs the CPU under test and at least one oracle (a runner of another kind): a
+ * random program no oracle ran fails, and so does a hand-written case with nothing to check but
+ * agreement; a case with the SDM's expected values that every oracle sits out is checked against
+ * those values alone, and the report says so.
  */
 import type { OracleCase } from "./cases.js";
 import { FLAG_BITS } from "./cases.js";
-import { assemble, nasmUnavailable } from "./nasm.js";
+import { assemble, lineOffsets, nasmUnavailable } from "./nasm.js";
 import {
   DATA_SIZE,
   describeResult,
@@ -12,11 +18,13 @@ import {
   END_VECTOR,
   FLAGS_COMPARED,
   LAYOUT,
+  type Need,
   type RegName,
   type SnippetInput,
   type SnippetResult,
   type SnippetRunner,
   snippetSource,
+  snippetSource64,
 } from "./snippet.js";
 
 export interface Runners {
@@ -27,6 +35,11 @@ export interface Runners {
 }
 
 async function tryRunner(load: () => Promise<SnippetRunner>, name: string, out: Runners): Promise<void> {
+  const chosen = process.env.VESSEL_ORACLE_RUNNERS?.split(",").map((n) => n.trim());
+  if (chosen !== undefined && !chosen.includes(name)) {
+    out.missing[name] = `not chosen (VESSEL_ORACLE_RUNNERS=${process.env.VESSEL_ORACLE_RUNNERS})`;
+    return;
+  }
   try {
     const r = await load();
     const why = await r.unavailable();
@@ -43,35 +56,78 @@ async function tryRunner(load: () => Promise<SnippetRunner>, name: string, out: 
 let cached: Promise<Runners> | undefined;
 
 /**
- * The runners, loaded once per test process: the software CPU (first: every other runner is
- * compared with it), the hardware through KVM, the hardware as a native i386 process.
+ * The runners, loaded once per test process: the software CPU, interpreter first (every other
+ * runner is compared with it), then its binary translator; the hardware through KVM, as a native
+ * i386 process, as a 64-bit process (x87 cases only); QEMU's i386 user-mode emulator.
+ * VESSEL_ORACLE_RUNNERS=soft,qemu (names, comma-separated) runs only those.
  */
 export function loadRunners(): Promise<Runners> {
   cached ??= (async () => {
     const out: Runners = { available: [], missing: {} };
-    await tryRunner(async () => new (await import("./soft_runner.js")).SoftRunner(), "soft", out);
+    const soft = async () => (await import("./soft_runner.js")).SoftRunner;
+    await tryRunner(async () => new (await soft())("interp"), "soft", out);
+    await tryRunner(async () => new (await soft())("bt"), "soft-bt", out);
     await tryRunner(async () => new (await import("./kvm_runner.js")).KvmRunner(), "kvm", out);
     await tryRunner(async () => new (await import("./host_runner.js")).HostRunner(), "host", out);
+    await tryRunner(async () => new (await import("./host64_runner.js")).Host64Runner(), "host64", out);
+    await tryRunner(async () => new (await import("./qemu_runner.js")).QemuRunner(), "qemu", out);
     return out;
   })();
   return cached;
 }
 
+/** Why the tests cannot run at all (nasm missing, or no soft CPU): they skip with this. */
 export function skipReason(runners: Runners): string | null {
   const nasm = nasmUnavailable();
   if (nasm) return nasm;
-  if (runners.available.length === 0) {
-    return `no runner: ${Object.entries(runners.missing)
-      .map(([n, w]) => `${n}: ${w}`)
-      .join("; ")}`;
+  if (!runners.available.some((r) => r.kind === "tested")) {
+    return `the soft CPU runner cannot run: ${runners.missing.soft ?? "not loaded"}`;
   }
   return null;
+}
+
+/** How to get each oracle, for the failure message of a comparison that had none. */
+const INSTALL: Record<string, string> = {
+  qemu: "install Debian's qemu-user-static (scripts/setup-host.sh) for the i386 oracle",
+  host: "a kernel that runs i386 binaries (CONFIG_IA32_EMULATION) gives the native i386 oracle",
+  host64: "an x86-64 host runs the x87 cases natively",
+  kvm: "/dev/kvm gives the KVM oracle",
+};
+
+/** Why no oracle ran (what is missing and how to get it), for a failing comparison. */
+export function noOracleMessage(runners: Runners, notes: readonly string[]): string {
+  const missing = Object.entries(runners.missing)
+    .filter(([n]) => !n.startsWith("soft"))
+    .map(([n, why]) => `${n}: ${why}${INSTALL[n] ? ` (${INSTALL[n]})` : ""}`);
+  return [
+    "no oracle ran it, so nothing checked the soft CPU:",
+    ...missing.map((m) => `  ${m}`),
+    ...notes.map((n) => `  ${n}`),
+  ].join("\n");
+}
+
+/**
+ * A body as 64-bit code for host64_runner.ts, with the 32-bit offset of each 64-bit instruction
+ * (the two sources have the same lines; nasm's listings give each line's offset in both).
+ */
+export function longModeCode(body: string): NonNullable<SnippetInput["code64"]> {
+  const at32 = lineOffsets(snippetSource(body));
+  const at64 = lineOffsets(snippetSource64(body));
+  const offsets = new Map<number, number>();
+  for (const [line, o64] of at64) {
+    const o32 = at32.get(line);
+    if (o32 !== undefined) offsets.set(o64, o32);
+  }
+  const code = assemble(snippetSource64(body));
+  offsets.set(code.length, assemble(snippetSource(body)).length);
+  return { code, offsets };
 }
 
 export function caseInput(c: OracleCase): SnippetInput {
   const data = new Uint8Array(DATA_SIZE);
   for (const [off, bytes] of Object.entries(c.data ?? {})) data.set(bytes, Number(off));
   const input: SnippetInput = { code: assemble(snippetSource(c.asm)), data };
+  if (c.sameIn64) input.code64 = longModeCode(c.asm);
   if (c.regs) input.regs = c.regs;
   if (c.eflags !== undefined) input.eflags = c.eflags;
   return input;
@@ -99,8 +155,32 @@ function ulpDistance(a: number, b: number): number {
   return Math.abs((ia < 0 ? 0x80000000 - ia : ia) - (ib < 0 ? 0x80000000 - ib : ib));
 }
 
-/** Problems of one result against the case's expectations (empty when it meets them). */
-export function checkExpectations(c: OracleCase, input: SnippetInput, r: SnippetResult): string[] {
+/** Whether the case states expected values (the SDM's) beyond agreement between runners. */
+export function hasExpectations(c: OracleCase): boolean {
+  return (
+    c.want !== undefined ||
+    c.flags !== undefined ||
+    c.wantData !== undefined ||
+    c.floats !== undefined ||
+    c.vector !== undefined
+  );
+}
+
+/** The error-code bits `runner` reports faithfully for `vector`. */
+function errorBits(runner: SnippetRunner, vector: number): number {
+  return runner.errorCodeBits?.(vector) ?? -1;
+}
+
+/**
+ * Problems of one result against the case's expectations (empty when it meets them); only the
+ * error-code bits in `errorCodeBits` are checked.
+ */
+export function checkExpectations(
+  c: OracleCase,
+  input: SnippetInput,
+  r: SnippetResult,
+  errorCodeBits = -1,
+): string[] {
   const out: string[] = [];
   const h = (v: number) => `0x${(v >>> 0).toString(16)}`;
   for (const [name, want] of Object.entries(c.want ?? {})) {
@@ -117,7 +197,7 @@ export function checkExpectations(c: OracleCase, input: SnippetInput, r: Snippet
     const vector = c.vector ?? END_VECTOR;
     if (r.vector !== vector) out.push(`ended with vector ${r.vector}, want ${vector}`);
     const errorCode = c.errorCode ?? (c.vector === undefined ? 0 : undefined);
-    const mask = c.errorMask ?? -1;
+    const mask = (c.errorMask ?? -1) & errorCodeBits;
     if (errorCode !== undefined && (r.errorCode & mask) !== (errorCode & mask)) {
       out.push(`error code ${h(r.errorCode)}, want ${h(errorCode)}`);
     }
@@ -146,11 +226,12 @@ export function checkExpectations(c: OracleCase, input: SnippetInput, r: Snippet
 }
 
 /** Zeroes the bytes a case excludes from the comparison between runners. */
-function masked(c: OracleCase, r: SnippetResult): SnippetResult {
+function masked(c: OracleCase, r: SnippetResult, errorCodeBits: number, relocated: boolean): SnippetResult {
   const data = r.data.slice();
   for (const [o, n] of c.ignoreData ?? []) data.fill(0, o, o + n);
+  if (relocated) for (const [o, n] of c.ipData ?? []) data.fill(0, o, o + n);
   for (const f of c.floats ?? []) data.fill(0, f.offset, f.offset + 4);
-  return { ...r, data, errorCode: (r.errorCode & (c.errorMask ?? -1)) >>> 0 };
+  return { ...r, data, errorCode: (r.errorCode & (c.errorMask ?? -1) & errorCodeBits) >>> 0 };
 }
 
 export interface CaseReport {
@@ -158,35 +239,98 @@ export interface CaseReport {
   problems: string[];
   /** Runners that sat the case out, and why. */
   notes: string[];
+  /** Names of the runners that ran the case. */
+  ran: string[];
+  /** How many of them are oracles (not the CPU under test). */
+  oracles: number;
 }
 
-/** Runs a case on every runner that can run it; checks expectations and agreement. */
-export async function runCase(c: OracleCase, runners: SnippetRunner[]): Promise<CaseReport> {
+/** What the case needs from a runner: its own needs, and 32-bit code unless it says sameIn64. */
+function caseNeeds(c: OracleCase): Need[] {
+  return [...(c.needs ?? []), ...(c.sameIn64 ? [] : (["i386"] as const))];
+}
+
+/**
+ * Runs a case on every runner that can run it; checks expectations and agreement. With
+ * `requireOracle` (the default for cases without expected values) a case no oracle ran is a
+ * problem.
+ */
+export async function runCase(
+  c: OracleCase,
+  runners: SnippetRunner[],
+  requireOracle = !hasExpectations(c),
+): Promise<CaseReport> {
   const input = caseInput(c);
   const problems: string[] = [];
   const notes: string[] = [];
-  const results: [string, SnippetResult][] = [];
+  const results: [SnippetRunner, SnippetResult][] = [];
   for (const runner of runners) {
     let why: string | null = null;
-    for (const need of c.needs ?? []) why ??= (await runner.cannot?.(need)) ?? null;
+    let quiet = false;
+    for (const need of caseNeeds(c)) {
+      if (why !== null) break;
+      why = (await runner.cannot?.(need)) ?? null;
+      // 32-bit code is every case but the x87 ones: host64 sitting those out is not news.
+      quiet = need === "i386";
+    }
     if (why !== null) {
-      notes.push(`${runner.name} sat out: ${why}`);
+      if (!quiet) notes.push(`${runner.name} sat out: ${why}`);
       continue;
     }
     try {
       const r = await runner.run(input);
-      results.push([runner.name, r]);
-      const bad = checkExpectations(c, input, r);
+      results.push([runner, r]);
+      const bad = checkExpectations(c, input, r, errorBits(runner, r.vector));
       if (bad.length) problems.push(`${runner.name}: ${bad.join("; ")}\n  ${describeResult(r)}`);
     } catch (e) {
       problems.push(`${runner.name}: ${(e as Error).stack ?? String(e)}`);
     }
   }
   for (let i = 1; i < results.length; i++) {
-    const [na, a] = results[0]!;
-    const [nb, b] = results[i]!;
-    const d = diffResults(masked(c, a), masked(c, b), FLAGS_COMPARED & ~(c.undef ?? 0), c.ignoreRegs ?? []);
-    if (d.length) problems.push(`${na} and ${nb} disagree (${na} vs ${nb}):\n  ${d.join("\n  ")}`);
+    const [ra, a] = results[0]!;
+    const [rb, b] = results[i]!;
+    const bits = errorBits(ra, a.vector) & errorBits(rb, b.vector);
+    const relocated = ra.relocatesCode === true || rb.relocatesCode === true;
+    const d = diffResults(
+      masked(c, a, bits, relocated),
+      masked(c, b, bits, relocated),
+      FLAGS_COMPARED & ~(c.undef ?? 0),
+      c.ignoreRegs ?? [],
+    );
+    if (d.length) {
+      problems.push(`${ra.name} and ${rb.name} disagree (${ra.name} vs ${rb.name}):\n  ${d.join("\n  ")}`);
+    }
   }
-  return { problems, notes };
+  const oracles = results.filter(([r]) => r.kind !== "tested").length;
+  if (oracles === 0 && requireOracle) {
+    problems.push(`${c.name}: no oracle ran this case (${notes.join("; ") || "none available"})`);
+  }
+  return { problems, notes, ran: results.map(([r]) => r.name), oracles };
+}
+
+/**
+ * Tallies which runners ran how many cases, for a test's diagnostics: "soft 60, soft-bt 60,
+ * host 60, qemu 60".
+ */
+export class RunTally {
+  private readonly counts = new Map<string, number>();
+  private readonly sat = new Map<string, number>();
+  cases = 0;
+
+  add(report: CaseReport): void {
+    this.cases++;
+    for (const n of report.ran) this.counts.set(n, (this.counts.get(n) ?? 0) + 1);
+    for (const n of report.notes) {
+      const key = n.replace(/^(\S+) sat out: /, "$1: ");
+      this.sat.set(key, (this.sat.get(key) ?? 0) + 1);
+    }
+  }
+
+  lines(): string[] {
+    const ran = [...this.counts].map(([n, k]) => `${n} ${k}`).join(", ");
+    return [
+      `${this.cases} case(s); ran on: ${ran || "nothing"}`,
+      ...[...this.sat].map(([why, k]) => `sat out ${k} case(s): ${why}`),
+    ];
+  }
 }

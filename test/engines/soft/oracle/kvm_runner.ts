@@ -14,22 +14,12 @@
  */
 import { kvmOracleSkipReason, runCompat32OnKvm } from "../../../../src/engines/kvm/oracle.js";
 import { nasmUnavailable } from "./nasm.js";
-
-/** One instruction of each kind, probed for #UD. */
-const PROBES: Record<Need, string> = {
-  x87: "fld1",
-  bcd: "daa",
-  "enter-nested": "enter 8, 1",
-  bound: "bound eax, [0x500000]",
-  into: "mov al, 0x7f\nadd al, 1\ninto",
-};
-import { assemble } from "./nasm.js";
+import { probeNeed } from "./probes.js";
 import {
   DATA_SIZE,
   END_VECTOR,
   LAYOUT,
   type Need,
-  snippetSource,
   type Regs,
   type SnippetInput,
   type SnippetResult,
@@ -38,15 +28,14 @@ import {
 
 export class KvmRunner implements SnippetRunner {
   readonly name = "kvm";
+  readonly kind = "hardware";
   private readonly probed = new Map<Need, Promise<string | null>>();
 
   cannot(need: Need): Promise<string | null> {
     let p = this.probed.get(need);
     if (p === undefined) {
-      p = this.run({ code: assemble(snippetSource(PROBES[need])) }).then((r) =>
-        r.vector === 6
-          ? `KVM on this host raises #UD for \`${PROBES[need].replace(/\n/g, "; ")}\` (its instruction emulator runs the snippets)`
-          : null,
+      p = probeNeed(need, "KVM on this host (its instruction emulator runs the snippets)", (input) =>
+        this.run(input),
       );
       this.probed.set(need, p);
     }

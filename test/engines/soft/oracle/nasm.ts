@@ -43,3 +43,28 @@ export function assemble(source: string): Uint8Array {
   writeFileSync(bin, out);
   return new Uint8Array(out);
 }
+
+/**
+ * The offset of each source line's first byte (1-based line number -> offset), from nasm's
+ * listing (`-l`): lines that emit nothing are absent. Cached like `assemble`.
+ */
+export function lineOffsets(source: string): Map<number, number> {
+  const key = createHash("sha256").update(source).digest("hex").slice(0, 24);
+  mkdirSync(cacheDir, { recursive: true });
+  const lst = join(cacheDir, `${key}.lst`);
+  if (!existsSync(lst)) {
+    const src = join(cacheDir, `${key}.l.asm`);
+    writeFileSync(src, source);
+    const tmp = `${lst}.${process.pid}`;
+    const r = spawnSync("nasm", ["-f", "bin", "-o", "/dev/null", "-l", tmp, src], { encoding: "utf8" });
+    if (r.error || r.status !== 0) throw new Error(`nasm failed: ${r.error?.message ?? r.stderr}`);
+    writeFileSync(lst, readFileSync(tmp));
+  }
+  const out = new Map<number, number>();
+  for (const line of readFileSync(lst, "utf8").split("\n")) {
+    // "     5 00000000 DD042508005000          fld qword [DATA+8]"
+    const m = /^\s*(\d+) ([0-9A-F]{8}) [0-9A-F]/.exec(line);
+    if (m && !out.has(Number(m[1]))) out.set(Number(m[1]), Number.parseInt(m[2]!, 16));
+  }
+  return out;
+}

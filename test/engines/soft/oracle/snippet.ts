@@ -36,6 +36,12 @@ export interface SnippetInput {
   eflags?: number;
   /** Initial bytes of the data area (the rest is zero). */
   data?: Uint8Array;
+  /**
+   * The same snippet as 64-bit code (`snippetSource64`), given only when it means the same there
+   * (x87 work and plain register moves: see host64_runner.ts), with the 32-bit offset of each of
+   * its instructions (64-bit offset -> 32-bit offset; some encodings differ in length).
+   */
+  code64?: { code: Uint8Array; offsets: Map<number, number> };
 }
 
 export interface SnippetResult {
@@ -52,6 +58,17 @@ export interface SnippetResult {
 
 export interface SnippetRunner {
   readonly name: string;
+  /**
+   * What the runner's results stand for: the CPU under test (the soft CPU, by technique), the
+   * hardware (KVM, a host process), or another emulator (QEMU). A differential comparison needs
+   * the CPU under test and at least one runner that is not.
+   */
+  readonly kind: "tested" | "hardware" | "emulator";
+  /**
+   * The runner's code sits at other addresses than the 32-bit assembly's (host64): the x87
+   * instruction pointers a case stores (`ipData`) are not compared with its results.
+   */
+  readonly relocatesCode?: boolean;
   /** null when the runner can run here, else the reason it cannot (the test skips). */
   unavailable(): Promise<string | null>;
   run(input: SnippetInput): Promise<SnippetResult>;
@@ -60,10 +77,34 @@ export interface SnippetRunner {
    * runs on the other runners only, and the report says so).
    */
   cannot?(need: Need): Promise<string | null>;
+  /**
+   * The error-code bits the runner reports as the hardware would for `vector` (default all):
+   * QEMU's user-mode page faults do not know the P bit (qemu_runner.ts). Only these bits are
+   * checked and compared for its results.
+   */
+  errorCodeBits?(vector: number): number;
 }
 
-/** Instruction kinds some oracle hosts cannot run (see kvm_runner.ts). */
-export type Need = "x87" | "bcd" | "enter-nested" | "bound" | "into";
+/**
+ * Instruction kinds some oracle runners cannot run, or cannot report (probes.ts probes them):
+ * - x87, bcd, enter-nested, bound, into: KVM's instruction emulator on a PVM host lacks them
+ *   (kvm_runner.ts); QEMU user mode reports #OF and #BR as #GP (signal_vector.ts);
+ * - x87-unmasked: an unmasked x87 exception raises #MF (QEMU user mode never raises it);
+ * - rf: the exception's EFLAGS has RF as a fault pushes it (QEMU's signal frame lacks it);
+ * - cmpxchg8b: CMPXCHG8B leaves the flags other than ZF alone (QEMU 7.2's does not);
+ * - i386: the snippet is 32-bit code that means something else as 64-bit code (every case that
+ *   does not say `sameIn64`; host64_runner.ts runs only the others).
+ */
+export type Need =
+  | "x87"
+  | "x87-unmasked"
+  | "bcd"
+  | "enter-nested"
+  | "bound"
+  | "into"
+  | "rf"
+  | "cmpxchg8b"
+  | "i386";
 
 /** EFLAGS bits compared by default: the six arithmetic flags and DF. */
 export const FLAGS_COMPARED = 0x0cd5;
@@ -87,6 +128,15 @@ export function snippetSource(body: string): string {
     `end_marker: ${END}`,
     "",
   ].join("\n");
+}
+
+/**
+ * The same body as 64-bit code, for host64_runner.ts. `[DATA+x]` becomes a SIB absolute address
+ * (the same location); some forms are longer than in 32-bit code (MOV AX, moffs has no 32-bit
+ * form in 64-bit mode), so instruction addresses differ: see `longModeCode`.
+ */
+export function snippetSource64(body: string): string {
+  return snippetSource(body).replace("BITS 32\n", "BITS 64\n");
 }
 
 const hex = (v: number) => `0x${(v >>> 0).toString(16).padStart(8, "0")}`;

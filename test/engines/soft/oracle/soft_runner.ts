@@ -16,6 +16,7 @@ import { PortBus } from "../../../../src/bus/port_bus.js";
 import type { EntryState, SegmentState } from "../../../../src/boot/entry_state.js";
 import type { Cpu } from "../../../../src/engines/soft/cpu.js";
 import { SoftCpu } from "../../../../src/engines/soft/soft_cpu.js";
+import { DEFAULT_SOFT_TECHNIQUE, type SoftTechnique } from "../../../../src/engines/soft/technique.js";
 import { GuestMemory } from "../../../../src/memory/guest_memory.js";
 import { assemble, nasmUnavailable } from "./nasm.js";
 import {
@@ -150,8 +151,15 @@ export interface SoftMachine {
   memory: GuestMemory;
 }
 
-/** Builds a CPU and memory with the bootstrap, descriptor tables and stubs in place. */
-export function buildSoftMachine(boot: Uint8Array): SoftMachine {
+/**
+ * Builds a CPU and memory with the bootstrap, descriptor tables and stubs in place. With the
+ * binary translator every block is compiled on its first entry (btHotThreshold 1): a snippet runs
+ * once, so the default threshold would leave it all to the interpreter.
+ */
+export function buildSoftMachine(
+  boot: Uint8Array,
+  technique: SoftTechnique = DEFAULT_SOFT_TECHNIQUE,
+): SoftMachine {
   const memory = GuestMemory.shared([{ base: 0, size: MEMORY_SIZE }]);
   let ns = 0;
   const soft = new SoftCpu({
@@ -161,6 +169,8 @@ export function buildSoftMachine(boot: Uint8Array): SoftMachine {
     interrupts: { hasInterrupt: () => false, acknowledgeInterrupt: () => 0 },
     clock: { nowNs: () => (ns += 1000) },
     tscHz: 1e9,
+    technique,
+    btHotThreshold: 1,
   });
   const cpu = soft.cpu;
   memory.write(BOOT, boot);
@@ -200,9 +210,18 @@ export function buildSoftMachine(boot: Uint8Array): SoftMachine {
   return { soft, cpu, memory };
 }
 
+/**
+ * The CPU under test, with one technique: "interp" is named `soft` (the reference every other
+ * runner is compared with), "bt" `soft-bt`.
+ */
 export class SoftRunner implements SnippetRunner {
-  readonly name = "soft";
+  readonly name: string;
+  readonly kind = "tested";
   private boot: Uint8Array | undefined;
+
+  constructor(readonly technique: SoftTechnique = DEFAULT_SOFT_TECHNIQUE) {
+    this.name = technique === "interp" ? "soft" : `soft-${technique}`;
+  }
 
   async unavailable(): Promise<string | null> {
     return nasmUnavailable();
@@ -210,7 +229,7 @@ export class SoftRunner implements SnippetRunner {
 
   async run(input: SnippetInput): Promise<SnippetResult> {
     this.boot ??= assemble(bootSource());
-    const { soft, cpu, memory } = buildSoftMachine(this.boot);
+    const { soft, cpu, memory } = buildSoftMachine(this.boot, this.technique);
     const regs: Regs = {
       eax: 0,
       ecx: 0,
@@ -233,7 +252,7 @@ export class SoftRunner implements SnippetRunner {
         stop.kind === "shutdown" || stop.kind === "unimplemented"
           ? `${stop.kind}: ${stop.report}`
           : stop.kind;
-      throw new Error(`soft CPU did not reach an exception stub: ${detail}`);
+      throw new Error(`soft CPU (${this.technique}) did not reach an exception stub: ${detail}`);
     }
     const sp = cpu.regs[4]! >>> 0;
     const frame = (k: number) => memory.readU32(sp + 4 * k);
