@@ -46,6 +46,7 @@ export interface ServiceVolume {
   named: boolean;
   target: string;
   readonly: boolean;
+  line: number;
 }
 
 export interface ComposeService {
@@ -570,11 +571,11 @@ function parseVolumeItem(r: Reader, node: Node, at: string, dir: string): Servic
   if (type === "bind") {
     const home = process.env.HOME ?? "/root";
     const abs = source.startsWith("~") ? join(home, source.slice(1)) : resolve(dir, source);
-    return { source: abs, named: false, target, readonly };
+    return { source: abs, named: false, target, readonly, line: r.line(node) };
   }
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(source))
     throw r.fail(node, at, `"${source}" is neither a path (start it with ./ or /) nor a volume name`);
-  return { source, named: true, target, readonly };
+  return { source, named: true, target, readonly, line: r.line(node) };
 }
 
 /** Named volumes declared, depends_on naming services, no cycles, no host port twice. */
@@ -585,7 +586,7 @@ function checkReferences(r: Reader, f: ComposeFile): void {
       if (v.named && !f.volumes.includes(v.source))
         throw lineError(
           r,
-          s.line,
+          v.line,
           `services.${s.name}.volumes`,
           `volume "${v.source}" is not declared under the top-level volumes: key`,
         );

@@ -67,9 +67,9 @@ test("compose file: services with build, ports, volumes, environment, command, d
     ["0.0.0.0:8080:80/tcp", "127.0.0.1:5353:53/udp", "0.0.0.0:8081:81/tcp"],
   );
   assert.deepEqual(web!.volumes, [
-    { source: join(dir, "site"), named: false, target: "/srv", readonly: true },
-    { source: "data", named: true, target: "/data", readonly: false },
-    { source: "/tmp", named: false, target: "/host-tmp", readonly: false },
+    { source: join(dir, "site"), named: false, target: "/srv", readonly: true, line: 16 },
+    { source: "data", named: true, target: "/data", readonly: false, line: 17 },
+    { source: "/tmp", named: false, target: "/host-tmp", readonly: false, line: 18 },
   ]);
   assert.deepEqual(web!.environment, ["MODE=prod", "FROM_CALLER=yes"]);
   assert.deepEqual(web!.command, ["httpd", "-f", "-p", "80"]);
@@ -111,7 +111,7 @@ test("compose file: unknown keys are errors naming the key and its line", () => 
     /line 5: services.web.ports\[0\]: "80" publishes no host port/,
   );
   bad("services:\n  web: {}\n", /line 2: services.web: a service needs an image or a build/);
-  bad("services:\n  web:\n    image: busybox\n    volumes: [data:/d]\n", /volume "data" is not declared/);
+  bad("services:\n  web:\n    image: busybox\n    volumes: [data:/d]\n", /line 4: services.web.volumes: volume "data" is not declared/);
   bad(
     "services:\n  web:\n    image: busybox\n    depends_on: [db]\n",
     /line 4: services.web.depends_on: no service named "db"/,
