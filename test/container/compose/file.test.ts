@@ -111,7 +111,10 @@ test("compose file: unknown keys are errors naming the key and its line", () => 
     /line 5: services.web.ports\[0\]: "80" publishes no host port/,
   );
   bad("services:\n  web: {}\n", /line 2: services.web: a service needs an image or a build/);
-  bad("services:\n  web:\n    image: busybox\n    volumes: [data:/d]\n", /line 4: services.web.volumes: volume "data" is not declared/);
+  bad(
+    "services:\n  web:\n    image: busybox\n    volumes: [data:/d]\n",
+    /line 4: services.web.volumes: volume "data" is not declared/,
+  );
   bad(
     "services:\n  web:\n    image: busybox\n    depends_on: [db]\n",
     /line 4: services.web.depends_on: no service named "db"/,
