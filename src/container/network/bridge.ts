@@ -137,6 +137,46 @@ function bridgeRules(spec: BridgeSpec): [string, string, string[]][] {
   ];
 }
 
+/**
+ * Isolation between networks, as docker's DOCKER-ISOLATION-STAGE-1/2 chains do it: FORWARD
+ * first jumps to stage 1, where a packet that comes from one of our bridges and leaves by another
+ * interface goes to stage 2, where it is dropped if that interface is another of our bridges.
+ * So containers of one network do not reach those of another, while traffic to the outside (and
+ * the DNAT'd traffic coming in) goes on to the ACCEPT rules above. (Two stages because one rule
+ * cannot say "-o not this bridge" and "-o one of ours" at once.)
+ */
+const ISOLATION_1 = "VESSEL-ISOLATION-1";
+const ISOLATION_2 = "VESSEL-ISOLATION-2";
+
+function isolationRules(spec: BridgeSpec): [string, string, string[]][] {
+  const comment = ["-m", "comment", "--comment", spec.tag];
+  return [
+    ["filter", ISOLATION_1, ["-i", spec.bridge, "!", "-o", spec.bridge, "-j", ISOLATION_2, ...comment]],
+    ["filter", ISOLATION_2, ["-o", spec.bridge, "-j", "DROP", ...comment]],
+  ];
+}
+
+function ensureIsolationChains(): void {
+  for (const chain of [ISOLATION_1, ISOLATION_2])
+    if (!sh("iptables", ["-w", "-t", "filter", "-S", chain], "iptables -S", true).ok)
+      sh("iptables", ["-w", "-t", "filter", "-N", chain], "iptables new chain");
+  const jump = ["-j", ISOLATION_1];
+  if (!sh("iptables", ["-w", "-t", "filter", "-C", "FORWARD", ...jump], "iptables check", true).ok)
+    sh("iptables", ["-w", "-t", "filter", "-I", "FORWARD", "1", ...jump], "iptables insert");
+}
+
+/** Drops the isolation chains and FORWARD's jump once no bridge has a rule in them. */
+function removeIsolationChainsIfEmpty(): void {
+  const rules = (chain: string) =>
+    sh("iptables", ["-w", "-t", "filter", "-S", chain], "iptables -S", true)
+      .out.split("\n")
+      .filter((l) => l.startsWith("-A "));
+  if (rules(ISOLATION_1).length > 0 || rules(ISOLATION_2).length > 0) return;
+  iptablesDelete("filter", "FORWARD", ["-j", ISOLATION_1]);
+  for (const chain of [ISOLATION_1, ISOLATION_2])
+    sh("iptables", ["-w", "-t", "filter", "-X", chain], "iptables delete chain", true);
+}
+
 function markerPath(bridge: string): string {
   return join(LOCK, "..", "bridges", bridge);
 }
@@ -189,11 +229,17 @@ function setupBridge(spec: BridgeSpec): void {
     throw new ManagerError("NETWORK", `cannot enable IPv4 forwarding: ${(err as Error).message}`);
   }
   for (const [table, chain, rule] of bridgeRules(spec)) iptablesEnsure(table, chain, rule);
+  ensureIsolationChains();
+  for (const [table, chain, rule] of isolationRules(spec)) iptablesEnsure(table, chain, rule);
 }
 
 /** Removes the bridge and its rules (the veths on it go with it). Idempotent; lock held. */
 export function removeBridge(spec: BridgeSpec): void {
   for (const [table, chain, rule] of bridgeRules(spec)) iptablesDelete(table, chain, rule);
+  for (const [table, chain, rule] of isolationRules(spec))
+    if (sh("iptables", ["-w", "-t", table, "-S", chain], "iptables -S", true).ok)
+      iptablesDelete(table, chain, rule);
+  removeIsolationChainsIfEmpty();
   if (interfaceExists(spec.bridge)) sh("ip", ["link", "del", spec.bridge], "delete bridge");
   rmSync(markerPath(spec.bridge), { force: true });
 }
@@ -202,7 +248,7 @@ export function removeBridge(spec: BridgeSpec): void {
 export function bridgeLeftovers(spec: BridgeSpec): string[] {
   const out: string[] = [];
   if (interfaceExists(spec.bridge)) out.push(`bridge ${spec.bridge}`);
-  for (const [table, chain, rule] of bridgeRules(spec))
+  for (const [table, chain, rule] of [...bridgeRules(spec), ...isolationRules(spec)])
     if (sh("iptables", ["-w", "-t", table, "-C", chain, ...rule], "iptables check", true).ok)
       out.push(`iptables -t ${table} ${chain} ${rule.join(" ")}`);
   return out;

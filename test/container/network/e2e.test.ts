@@ -284,7 +284,11 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
   const net = m.networks.get("e2enet");
   assert.equal(net.subnet.endsWith("/24") && net.subnet.startsWith("10.198."), true, net.subnet);
   assert.ok(linkExists(net.bridge), "the bridge is made at create");
-  assert.equal(bridgeLeftovers(bridgeSpec(net)).length, 4, "bridge, MASQUERADE and two FORWARD rules");
+  assert.equal(
+    bridgeLeftovers(bridgeSpec(net)).length,
+    6,
+    "bridge, MASQUERADE, two FORWARD and two isolation rules",
+  );
   const ls = await ok(["network", "ls"]);
   assert.match(
     ls,
@@ -349,16 +353,33 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
   assert.doesNotMatch(await ok(["network", "ls"]), /e2enet/);
 });
 
+/**
+ * The bridges and iptables rules in this test's address ranges (other tests and helpers may make
+ * and remove theirs meanwhile): bridges with an address in them, and every rule of a network
+ * whose MASQUERADE rule is for one of them (found by the network's comment tag).
+ */
+function ours(): { bridges: string[]; rules: string[] } {
+  const mine = (text: string) => text.includes("10.198.") || text.includes(`10.199.${tag}.`);
+  const bridges = spawnSync("ip", ["-4", "-o", "addr", "show", "type", "bridge"], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter(mine)
+    .map((l) => l.split(/\s+/)[1]!)
+    .sort();
+  const lines = spawnSync("iptables-save", [], { encoding: "utf8" }).stdout.split("\n");
+  const tags = new Set(
+    lines
+      .filter((l) => l.includes("MASQUERADE") && mine(l))
+      .map((l) => /--comment (\S+)/.exec(l)?.[1])
+      .filter((t) => t !== undefined && t !== "vessel"),
+  );
+  const rules = lines.filter((l) => mine(l) || [...tags].some((t) => l.includes(`--comment ${t} `))).sort();
+  return { bridges, rules };
+}
+
 test("network prune keeps networks with containers; create and run refuse bad input and leave nothing", async (t) => {
   if (!need(t)) return;
   const m = new Manager(root);
-  const bridgesBefore = spawnSync("ip", ["-o", "link", "show", "type", "bridge"], {
-    encoding: "utf8",
-  }).stdout;
-  const rulesBefore = spawnSync("iptables-save", [], { encoding: "utf8" })
-    .stdout.split("\n")
-    .filter((l) => l.includes("vessel"))
-    .sort();
+  const before = ours();
   const cases: [string[], number, RegExp][] = [
     [
       ["network", "create", "--subnet", "10.198.250.7/24", "badnet"],
@@ -407,17 +428,7 @@ test("network prune keeps networks with containers; create and run refuse bad in
     ["dup"],
   );
   await ok(["network", "rm", "dup"]);
-  assert.equal(
-    spawnSync("ip", ["-o", "link", "show", "type", "bridge"], { encoding: "utf8" }).stdout,
-    bridgesBefore,
-  );
-  assert.deepEqual(
-    spawnSync("iptables-save", [], { encoding: "utf8" })
-      .stdout.split("\n")
-      .filter((l) => l.includes("vessel"))
-      .sort(),
-    rulesBefore,
-  );
+  assert.deepEqual(ours(), before, "no bridge or rule left by the refused creates");
 
   // prune: a network with a (created, never started) container stays; an unused one goes
   await ok(["network", "create", "used"]);
@@ -433,4 +444,77 @@ test("network prune keeps networks with containers; create and run refuse bad in
   await ok(["container", "rm", "-f", "holder"]);
   await ok(["network", "prune"]);
   assert.deepEqual(m.networks.list(), []);
+});
+
+/** A web server in PEER_NS that answers with the address the request came from. */
+function peerServer(p: number): { stop(): void } {
+  const code = `require("node:http").createServer((q, r) => r.end(q.socket.remoteAddress)).listen(${p}, "${PEER_IP}")`;
+  const child = spawn("ip", ["netns", "exec", PEER_NS, process.execPath, "-e", code], { stdio: "ignore" });
+  return { stop: () => child.kill("SIGKILL") };
+}
+
+test("networks are isolated from each other; their containers reach other hosts through NAT", async (t) => {
+  if (!need(t)) return;
+  await ok(["network", "create", "iso-a"]);
+  await ok(["network", "create", "iso-b"]);
+  const web = [
+    "sh",
+    "-c",
+    "mkdir -p /www && echo other network > /www/index.html && exec httpd -f -p 80 -h /www",
+  ];
+  await ok(["container", "run", "-d", "--name", "gamma", "--network", "iso-b", "busybox", ...web]);
+  await ok(["container", "run", "-d", "--name", "delta", "--network", "iso-b", "busybox", "sleep", "300"]);
+  const gammaIp = JSON.parse(await ok(["container", "inspect", "gamma"]))[0].NetworkSettings
+    .IPAddress as string;
+  // on its own network it answers (by address and by name)
+  assert.equal(
+    await retry(() => ok(["container", "exec", "delta", "wget", "-qO-", `http://${gammaIp}/`]), 20),
+    "other network\n",
+  );
+  // `timeout` is not pid 1 here: pid 1 ignores a SIGTERM it has no handler for
+  const fetchFrom = (network: string) =>
+    vessel([
+      "container",
+      "run",
+      "--rm",
+      "--network",
+      network,
+      "busybox",
+      "sh",
+      "-c",
+      `timeout 3 wget -qO- http://${gammaIp}/; exit $?`,
+    ]);
+  for (const network of ["iso-a", "bridge"]) {
+    const r = await fetchFrom(network);
+    assert.notEqual(r.code, 0, `reached a container of iso-b from ${network}: ${r.stdout}`);
+  }
+  // out to another host: the source is this host's address there (MASQUERADE)
+  const p = port();
+  const server = peerServer(p);
+  try {
+    for (const network of ["iso-a", "bridge"]) {
+      const seen = await retry(
+        () =>
+          ok([
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "busybox",
+            "wget",
+            "-qO-",
+            `http://${PEER_IP}:${p}/`,
+          ]),
+        10,
+      );
+      assert.equal(seen, HOST_IP, network);
+    }
+  } finally {
+    server.stop();
+  }
+  await ok(["container", "rm", "-f", "gamma", "delta"]);
+  await ok(["network", "rm", "iso-a", "iso-b"]);
+  const left = spawnSync("iptables-save", ["-t", "filter"], { encoding: "utf8" }).stdout;
+  assert.ok(!/vessel-net:/.test(left), left);
 });
