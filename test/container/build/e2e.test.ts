@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { eventually, harness, mountsBelow } from "../compose/cli_harness.js";
+import { test } from "node:test";
+import { e2eSuite, eventually, mountsBelow } from "../compose/cli_harness.js";
 
 /**
  * Build files end to end, as root, through `vessel image build` in a private VESSEL_ROOT:
@@ -11,18 +11,8 @@ import { eventually, harness, mountsBelow } from "../compose/cli_harness.js";
  * must leave nothing behind. Skips with the reason when the host cannot run containers.
  */
 
-const h = harness("build-e2e");
-let baseReady: string | undefined;
-
-before(async () => {
-  baseReady = await h.prepareBase();
-});
-after(() => h.cleanup());
-
-function need(t: { skip(reason: string): void }): boolean {
-  if (baseReady) t.skip(baseReady);
-  return baseReady === undefined;
-}
+const h = e2eSuite("build-e2e");
+const need = h.need;
 
 function context(files: Record<string, string>): string {
   const dir = mkdtempSync(join(h.root, "ctx-"));

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { Manager } from "../../../src/container/manager/manager.js";
 import { REPO } from "../fixtures.js";
 
@@ -101,6 +102,25 @@ export function harness(prefix: string): Harness {
     },
   };
   return h;
+}
+
+/**
+ * A harness for one test file: the busybox image made before its tests, everything cleaned up
+ * after them. `need(t)` skips a test, with the reason, when the host or the base image is missing.
+ */
+export function e2eSuite(prefix: string): Harness & { need(t: { skip(reason: string): void }): boolean } {
+  const h = harness(prefix);
+  let missing: string | undefined = "the base image was not made";
+  before(async () => {
+    missing = await h.prepareBase();
+  });
+  after(() => h.cleanup());
+  return Object.assign(h, {
+    need(t: { skip(reason: string): void }): boolean {
+      if (missing) t.skip(missing);
+      return missing === undefined;
+    },
+  });
 }
 
 /** Retries `fn` until it stops throwing, for at most `ms`. */

@@ -4,9 +4,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { get } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { REPO } from "../fixtures.js";
-import { eventually, freePort, harness } from "./cli_harness.js";
+import { e2eSuite, eventually, freePort } from "./cli_harness.js";
 
 /**
  * `vessel compose` end to end, as root, in a private VESSEL_ROOT: a two-service application (a
@@ -16,18 +16,8 @@ import { eventually, freePort, harness } from "./cli_harness.js";
  * an attached up stopped with Ctrl-C; and bad files and port clashes that must start nothing.
  */
 
-const h = harness("compose-e2e");
-let baseReady: string | undefined;
-
-before(async () => {
-  baseReady = await h.prepareBase();
-});
-after(() => h.cleanup());
-
-function need(t: { skip(reason: string): void }): boolean {
-  if (baseReady) t.skip(baseReady);
-  return baseReady === undefined;
-}
+const h = e2eSuite("compose-e2e");
+const need = h.need;
 
 function fetchPage(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
