@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   existsSync,
@@ -16,9 +16,11 @@ import {
 import { dirname, join } from "node:path";
 import { DEBUG_EXIT_PORT } from "../memory/layout.js";
 import { cacheRoot, type GuestArch, type Progress } from "./default_guest.js";
+import { type ChrootMethod, HOST_I386_ENV, planChrootExec, runInChroot } from "./foreign_exec.js";
 import { GuestError } from "./guest_error.js";
 import { CMD_PARAM } from "./init_script.js";
 import { type AptSource, hostDebianSources } from "./private_apt.js";
+import { runStreaming, type StreamingResult } from "./run_streaming.js";
 
 /**
  * A Debian root filesystem as a raw ext4 disk image, for `vessel vm run --disk`:
@@ -95,8 +97,18 @@ export interface RootfsManifest {
   allocatedBytes: number;
   treeBytes: number;
   debootstrapSeconds: number;
+  /** How debootstrap's second stage ran the tree's programs (absent in trees made before it was recorded). */
+  secondStage?: SecondStageRecord;
   builtAt: string;
   buildSeconds: number;
+}
+
+export interface SecondStageRecord {
+  method: ChrootMethod;
+  /** `uname -m` in the chroot: x86_64 when the kernel ran the i386 code, i686 under qemu-i386. */
+  machine: string;
+  /** The sentence said on the console: which way and why. */
+  how: string;
 }
 
 interface DebootstrapStamp {
@@ -104,6 +116,7 @@ interface DebootstrapStamp {
   mirror: string;
   packages: string[];
   seconds: number;
+  secondStage?: SecondStageRecord;
 }
 
 export function rootfsPaths(arch: GuestArch, root = cacheRoot()): RootfsPaths {
@@ -142,9 +155,15 @@ export function debootstrapSource(sources: readonly AptSource[] = hostDebianSour
   return main ?? { uri: "http://deb.debian.org/debian", suite: "bookworm" };
 }
 
-/** The debootstrap command line (without the program name). */
+/**
+ * The command line of debootstrap's first stage (without the program name): download and unpack
+ * only (--foreign), which runs nothing of the new tree; the second stage, which runs the tree's
+ * own dpkg and maintainer scripts, is `chroot <tree> /debootstrap/debootstrap --second-stage`
+ * (SECOND_STAGE), run where the tree's code can execute (foreign_exec.ts).
+ */
 export function debootstrapArgs(arch: GuestArch, source: AptSource, tree: string, debs: string): string[] {
   return [
+    "--foreign",
     `--arch=${arch}`,
     "--variant=minbase",
     `--include=${ROOTFS_PACKAGES.join(",")}`,
@@ -154,6 +173,9 @@ export function debootstrapArgs(arch: GuestArch, source: AptSource, tree: string
     source.uri,
   ];
 }
+
+/** debootstrap's second stage, run in the chroot of the first stage's tree. */
+export const SECOND_STAGE = ["/debootstrap/debootstrap", "--second-stage"] as const;
 
 /** The mke2fs command line that makes `image` (created sparse) from `tree`. */
 export function mke2fsArgs(tree: string, image: string, sizeBytes: number): string[] {
@@ -400,40 +422,6 @@ async function checkMirror(source: AptSource): Promise<void> {
   );
 }
 
-/** Runs a program, passing its output lines to `progress`; resolves with its status and last lines. */
-function runStreaming(
-  program: string,
-  args: string[],
-  progress: Progress,
-  prefix: string,
-): Promise<{ status: number; tail: string[] }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(program, args, {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, LC_ALL: "C", DEBIAN_FRONTEND: "noninteractive" },
-    });
-    const tail: string[] = [];
-    let partial = "";
-    const onData = (d: Buffer): void => {
-      const lines = (partial + d.toString("utf8")).split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) {
-        if (l.trim() === "") continue;
-        progress(`${prefix}${l}`);
-        tail.push(l);
-        if (tail.length > 20) tail.shift();
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("error", reject);
-    child.on("close", (status) => {
-      if (partial.trim() !== "") tail.push(partial);
-      resolve({ status: status ?? 1, tail });
-    });
-  });
-}
-
 function readJson<T>(path: string): T | undefined {
   try {
     return JSON.parse(readFileSync(path, "utf8")) as T;
@@ -465,13 +453,47 @@ export interface RootfsBuildOptions {
   source?: AptSource;
 }
 
+/** The error for a failed debootstrap stage, with its last lines and its log. */
+function debootstrapFailure(
+  r: StreamingResult,
+  arch: GuestArch,
+  source: AptSource,
+  tree: string,
+): GuestError {
+  let log = "";
+  try {
+    log = readFileSync(join(tree, "debootstrap/debootstrap.log"), "utf8")
+      .trim()
+      .split("\n")
+      .slice(-8)
+      .join("\n");
+  } catch {
+    /* no log */
+  }
+  const text = `${r.tail.join("\n")}\n${log}`;
+  const unreachable =
+    /Failed getting release file|Could not resolve|Connection (refused|timed out)|Temporary failure/.test(
+      text,
+    );
+  const execFail = /Exec format error|cannot execute binary/.test(text);
+  return new GuestError(
+    unreachable ? "GUEST_MIRROR_UNREACHABLE" : "GUEST_DEBOOTSTRAP_FAILED",
+    unreachable
+      ? `debootstrap could not reach the Debian mirror ${source.uri}: set VESSEL_DEBIAN_MIRROR to a reachable one\n${r.tail.slice(-4).join("\n")}`
+      : execFail
+        ? `debootstrap could not run ${arch} binaries in the chroot, though the probe said they would run (${HOST_I386_ENV}=0 makes it use QEMU)\n${text}`
+        : `debootstrap failed (status ${r.status}); the last lines:\n${text}`,
+    { arch, source, status: r.status },
+  );
+}
+
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
 /**
  * Builds (or finds in the cache) the Debian root filesystem image for `arch`. Needs root
- * (debootstrap chroots into the tree and creates device nodes). An i386 tree on an x86_64 host is
- * bootstrapped natively: its second stage runs i386 binaries in the chroot, which an x86_64
- * kernel with IA-32 emulation runs directly.
+ * (debootstrap chroots into the tree and creates device nodes). The first stage only downloads
+ * and unpacks; the second runs the tree's own programs in the chroot, natively where the host runs
+ * them, else under QEMU user-mode emulation (foreign_exec.ts), and the console says which and why.
  */
 export async function buildDebianRootfs(
   arch: GuestArch,
@@ -510,59 +532,51 @@ export async function buildDebianRootfs(
     stamp.packages.join(",") === packages.join(",") &&
     existsSync(join(paths.tree, "etc/debian_version"));
   let debootstrapSeconds = stamp?.seconds ?? 0;
+  let secondStage = stamp?.secondStage;
   if (treeUsable) {
     progress(`[1/3] debootstrap: the ${stamp.suite} tree in ${paths.tree} is already there`);
   } else {
     progress(
       `[1/3] debootstrap ${source.suite} (${arch}, minbase + ${packages.join(" ")}) from ${source.uri} into ${paths.tree}`,
     );
+    // Where the tree's code will run is decided before anything is downloaded: a host that can
+    // neither run i386 code nor emulate it is told what to install now, not after the first stage.
+    const plan = planChrootExec(arch, paths.dir);
+    progress(`      ${arch} code: ${plan.why}`);
+    if (plan.kind === "unavailable") throw new GuestError("GUEST_NO_I386", plan.why, { arch });
     await checkMirror(source);
     rmSync(paths.debootstrapStamp, { force: true });
     rmSync(paths.tree, { recursive: true, force: true });
     mkdirSync(paths.debs, { recursive: true });
     const t0 = Date.now();
-    const r = await runStreaming(
+    progress("      first stage: download and unpack (--foreign: nothing of the tree runs yet)");
+    const first = await runStreaming(
       debootstrap,
       debootstrapArgs(arch, source, paths.tree, paths.debs),
       progress,
       "      ",
     );
-    if (r.status !== 0) {
-      let log = "";
-      try {
-        log = readFileSync(join(paths.tree, "debootstrap/debootstrap.log"), "utf8")
-          .trim()
-          .split("\n")
-          .slice(-8)
-          .join("\n");
-      } catch {
-        /* no log */
-      }
-      const text = `${r.tail.join("\n")}\n${log}`;
-      const unreachable =
-        /Failed getting release file|Could not resolve|Connection (refused|timed out)|Temporary failure/.test(
-          text,
-        );
-      const execFail = /Exec format error|cannot execute binary/.test(text);
-      throw new GuestError(
-        unreachable ? "GUEST_MIRROR_UNREACHABLE" : "GUEST_DEBOOTSTRAP_FAILED",
-        unreachable
-          ? `debootstrap could not reach the Debian mirror ${source.uri}: set VESSEL_DEBIAN_MIRROR to a reachable one\n${r.tail.slice(-4).join("\n")}`
-          : execFail
-            ? `debootstrap could not run ${arch} binaries in the chroot: this host cannot execute ${arch} code (for i386 on x86_64 the kernel needs CONFIG_IA32_EMULATION)\n${text}`
-            : `debootstrap failed (status ${r.status}); the last lines:\n${text}`,
-        { arch, source, status: r.status },
-      );
-    }
+    if (first.status !== 0) throw debootstrapFailure(first, arch, source, paths.tree);
+    progress(`      second stage: chroot ${paths.tree} ${SECOND_STAGE.join(" ")}`);
+    const second = await runInChroot(plan, paths.tree, [...SECOND_STAGE], {
+      progress,
+      prefix: "      ",
+      workDir: paths.dir,
+    });
+    if (second.status !== 0) throw debootstrapFailure(second, arch, source, paths.tree);
     debootstrapSeconds = (Date.now() - t0) / 1000;
+    secondStage = { method: second.method, machine: second.machine, how: second.how };
     const s: DebootstrapStamp = {
       suite: source.suite,
       mirror: source.uri,
       packages,
       seconds: debootstrapSeconds,
+      secondStage,
     };
     writeFileSync(paths.debootstrapStamp, `${JSON.stringify(s, null, 2)}\n`);
-    progress(`      debootstrap took ${debootstrapSeconds.toFixed(1)} s`);
+    progress(
+      `      debootstrap took ${debootstrapSeconds.toFixed(1)} s (second stage: ${second.method}, uname -m ${second.machine})`,
+    );
   }
 
   progress(
@@ -607,6 +621,7 @@ export async function buildDebianRootfs(
     allocatedBytes: st.blocks * 512,
     treeBytes: bytes,
     debootstrapSeconds,
+    ...(secondStage === undefined ? {} : { secondStage }),
     builtAt: new Date().toISOString(),
     buildSeconds: (Date.now() - started) / 1000,
   };

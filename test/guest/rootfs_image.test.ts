@@ -33,6 +33,7 @@ import {
   rootfsConfigFiles,
   rootfsPaths,
   rootWithoutPassword,
+  SECOND_STAGE,
   vesselInitScript,
 } from "../../src/guest/rootfs_image.js";
 
@@ -57,9 +58,10 @@ test("debootstrap uses the host's main suite, not -updates or -security", () => 
   assert.deepEqual(debootstrapSource([]), { uri: "http://deb.debian.org/debian", suite: "bookworm" });
 });
 
-test("the debootstrap and mke2fs command lines: minbase for the arch, ext4 labelled vessel-root from the tree", () => {
+test("the debootstrap and mke2fs command lines: a first stage of minbase for the arch, then the second in the chroot, ext4 labelled vessel-root from the tree", () => {
   const a = debootstrapArgs("i386", { uri: "http://m/debian", suite: "bookworm" }, "/c/root", "/c/debs");
   assert.deepEqual(a, [
+    "--foreign", // the second stage runs in the chroot, where i386 code runs (foreign_exec.ts)
     "--arch=i386",
     "--variant=minbase",
     `--include=${ROOTFS_PACKAGES.join(",")}`,
@@ -68,6 +70,7 @@ test("the debootstrap and mke2fs command lines: minbase for the arch, ext4 label
     "/c/root",
     "http://m/debian",
   ]);
+  assert.deepEqual([...SECOND_STAGE], ["/debootstrap/debootstrap", "--second-stage"]);
   const m = mke2fsArgs("/c/root", "/c/img", 2 ** 30);
   assert.deepEqual(m, ["-q", "-F", "-t", "ext4", "-L", ROOTFS_LABEL, "-d", "/c/root", "/c/img", "1048576k"]);
   assert.equal(ROOT_CMDLINE, "root=/dev/vda rw");
