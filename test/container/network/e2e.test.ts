@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Manager } from "../../../src/container/manager/manager.js";
 import { bridgeLeftovers, defaultBridge, removeBridge } from "../../../src/container/network/bridge.js";
 import { bridgeSpec } from "../../../src/container/network/networks.js";
+import { eventually, freePort, harness } from "../compose/cli_harness.js";
 import { REPO } from "../fixtures.js";
 
 /**
@@ -16,25 +16,20 @@ import { REPO } from "../fixtures.js";
  * rules), the default bridge going with its last container, user networks with names, and bad
  * input. The default bridge is one of the test's own (VESSEL_BRIDGE, VESSEL_SUBNET_PREFIX), so
  * other tests' containers on vessel0 do not count as its containers. after() removes every
- * container, network, bridge, rule and namespace the test made, whichever test failed.
+ * container, network, bridge, rule and namespace the test made, whichever test failed. The CLI
+ * runs through the build and compose tests' harness (test/container/compose/cli_harness.ts).
  */
 
-const CLI = join(REPO, "bin/vessel.js");
 const tag = String(process.pid % 200);
-const root = mkdtempSync(join(tmpdir(), "vessel-net-e2e-"));
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  VESSEL_ROOT: root,
+// the CLI (the harness copies this environment) and this process (leftover checks, clean-up)
+// read the same defaults: a default bridge and an address pool of the test's own
+Object.assign(process.env, {
   VESSEL_BRIDGE: `vsle2e${tag}`,
   VESSEL_SUBNET_PREFIX: `10.199.${tag}`,
-  VESSEL_NETWORK_POOL: `10.198.0.0/16`,
-};
-// this process reads the same defaults (leftover checks, clean-up)
-Object.assign(process.env, {
-  VESSEL_BRIDGE: env.VESSEL_BRIDGE,
-  VESSEL_SUBNET_PREFIX: env.VESSEL_SUBNET_PREFIX,
-  VESSEL_NETWORK_POOL: env.VESSEL_NETWORK_POOL,
+  VESSEL_NETWORK_POOL: "10.198.0.0/16",
 });
+const h = harness("net-e2e");
+const { root, vessel, ok } = h;
 const GATEWAY = `10.199.${tag}.1`;
 /** "Another host": a namespace at PEER_IP, reaching this host at HOST_IP over a veth pair. */
 const PEER_NS = `vsle2e-peer${tag}`;
@@ -42,52 +37,10 @@ const HOST_VETH = `vsle2eh${tag}`;
 const HOST_IP = `10.197.${tag}.1`;
 const PEER_IP = `10.197.${tag}.2`;
 
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (namespaces, overlayfs, bridges, iptables)";
-  for (const tool of ["ip", "iptables", "iptables-save", "mount"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
-  }
-  const probe = mkdtempSync(join(tmpdir(), "vessel-ovl-"));
-  for (const d of ["l", "u", "w", "m"]) mkdirSync(join(probe, d));
-  const lower = `lowerdir=${probe}/l,upperdir=${probe}/u,workdir=${probe}/w`;
-  const ok = spawnSync("mount", ["-t", "overlay", "overlay", "-o", lower, `${probe}/m`]).status === 0;
-  if (ok) spawnSync("umount", [`${probe}/m`]);
-  rmSync(probe, { recursive: true, force: true });
-  return ok ? undefined : "overlayfs mounts fail on this host";
-}
-
-const skipReason = missing();
 let baseReady: string | undefined;
 /** Directory holding the static udp-echo program, bound into containers at /opt/echo. */
 const echoDir = join(root, "echo");
 let echoReady: string | undefined;
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function vessel(args: string[], timeoutMs = 60_000): Promise<Result> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
-
-async function ok(args: string[], timeoutMs?: number): Promise<string> {
-  const r = await vessel(args, timeoutMs);
-  assert.equal(r.code, 0, `vessel ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
 
 /** A small client run by node, on this host or inside PEER_NS (`ip netns exec`). */
 const CLIENT = `
@@ -117,20 +70,9 @@ function client(where: "host" | "peer", kind: "udp" | "tcp", host: string, port:
   return r.stdout;
 }
 
-async function retry<T>(fn: () => T | Promise<T>, tries = 40): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (i >= tries) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-let nextPort = 20_000 + (process.pid % 20_000);
-function port(): number {
-  return nextPort++;
+/** Retries `fn` for up to 10 s (a container's server takes a moment to listen). */
+function retry<T>(fn: () => T | Promise<T>): Promise<T> {
+  return eventually(fn, 10_000);
 }
 
 function linkExists(name: string): boolean {
@@ -158,12 +100,8 @@ function removePeer(): void {
 }
 
 before(async () => {
-  if (skipReason) return;
-  const r = await vessel(["image", "build", "--base", "busybox"], 180_000);
-  baseReady =
-    r.code === 0
-      ? undefined
-      : `cannot make the busybox base image (apt-get download busybox-static): ${r.stderr.trim()}`;
+  baseReady = await h.prepareBase();
+  if (baseReady) return;
   mkdirSync(echoDir, { recursive: true });
   const cc = spawnSync(
     "cc",
@@ -179,9 +117,10 @@ before(async () => {
 });
 
 after(async () => {
-  if (!skipReason) {
+  if (!h.skipReason) {
     const m = new Manager(root);
     for (const v of m.list(true)) await m.remove(v.config.id, true).catch(() => undefined);
+    // a network whose rm failed still has its bridge and rules: take those away by hand
     for (const n of m.networks.list()) {
       try {
         m.networks.remove(n.id);
@@ -192,19 +131,18 @@ after(async () => {
     removeBridge(defaultBridge());
     removePeer();
   }
-  spawnSync("umount", ["-R", root]);
-  rmSync(root, { recursive: true, force: true });
+  await h.cleanup();
 });
 
 function need(t: { skip(reason: string): void }, ...more: (string | undefined)[]): boolean {
-  const why = skipReason ?? baseReady ?? more.find((m) => m !== undefined);
+  const why = h.skipReason ?? baseReady ?? more.find((m) => m !== undefined);
   if (why) t.skip(why);
   return why === undefined;
 }
 
 test("-p HOST:CTR/udp: a UDP echo answers this host through the proxy and another host through DNAT", async (t) => {
   if (!need(t, echoReady)) return;
-  const [pAll, pLocal] = [port(), port()];
+  const [pAll, pLocal] = [await freePort(), await freePort()];
   const id = (
     await ok([
       "container",
@@ -248,7 +186,7 @@ test("-p HOST:CTR/tcp explicit; the default bridge and its NAT rule go with its 
   if (!need(t)) return;
   const def = defaultBridge();
   assert.deepEqual(bridgeLeftovers(def), [], "no container yet: no bridge");
-  const p = port();
+  const p = await freePort();
   const web = [
     "sh",
     "-c",
@@ -297,7 +235,7 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
   assert.match(ls, /-\s+bridge\s+bridge/);
 
   const web = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"];
-  const published = port();
+  const published = await freePort();
   await ok(["container", "run", "-d", "--name", "alpha", "--network", "e2enet", "busybox", "sleep", "300"]);
   await ok([
     "container",
@@ -324,7 +262,7 @@ test("a user network: own bridge and subnet, peers by name and alias, hosts kept
   assert.deepEqual(inspect.Networks.e2enet.Aliases, ["bee"]);
   // alpha was there first: it learns beta when beta comes
   for (const name of ["beta", "bee"]) {
-    const page = await retry(() => ok(["container", "exec", "alpha", "wget", "-qO-", `http://${name}/`]), 20);
+    const page = await retry(() => ok(["container", "exec", "alpha", "wget", "-qO-", `http://${name}/`]));
     assert.equal(page, "beta-host\n", name);
   }
   const betaHosts = await ok(["container", "exec", "beta", "cat", "/etc/hosts"]);
@@ -468,7 +406,7 @@ test("networks are isolated from each other; their containers reach other hosts 
     .IPAddress as string;
   // on its own network it answers (by address and by name)
   assert.equal(
-    await retry(() => ok(["container", "exec", "delta", "wget", "-qO-", `http://${gammaIp}/`]), 20),
+    await retry(() => ok(["container", "exec", "delta", "wget", "-qO-", `http://${gammaIp}/`])),
     "other network\n",
   );
   // `timeout` is not pid 1 here: pid 1 ignores a SIGTERM it has no handler for
@@ -489,24 +427,22 @@ test("networks are isolated from each other; their containers reach other hosts 
     assert.notEqual(r.code, 0, `reached a container of iso-b from ${network}: ${r.stdout}`);
   }
   // out to another host: the source is this host's address there (MASQUERADE)
-  const p = port();
+  const p = await freePort();
   const server = peerServer(p);
   try {
     for (const network of ["iso-a", "bridge"]) {
-      const seen = await retry(
-        () =>
-          ok([
-            "container",
-            "run",
-            "--rm",
-            "--network",
-            network,
-            "busybox",
-            "wget",
-            "-qO-",
-            `http://${PEER_IP}:${p}/`,
-          ]),
-        10,
+      const seen = await retry(() =>
+        ok([
+          "container",
+          "run",
+          "--rm",
+          "--network",
+          network,
+          "busybox",
+          "wget",
+          "-qO-",
+          `http://${PEER_IP}:${p}/`,
+        ]),
       );
       assert.equal(seen, HOST_IP, network);
     }
@@ -514,7 +450,7 @@ test("networks are isolated from each other; their containers reach other hosts 
     server.stop();
   }
   await ok(["container", "rm", "-f", "gamma", "delta"]);
+  const specs = ["iso-a", "iso-b"].map((n) => bridgeSpec(new Manager(root).networks.get(n)));
   await ok(["network", "rm", "iso-a", "iso-b"]);
-  const left = spawnSync("iptables-save", ["-t", "filter"], { encoding: "utf8" }).stdout;
-  assert.ok(!/vessel-net:/.test(left), left);
+  for (const spec of specs) assert.deepEqual(bridgeLeftovers(spec), [], spec.bridge);
 });
