@@ -112,8 +112,6 @@ interface SourceTree {
   /** Shown in messages. */
   what: string;
   ignore?: DockerIgnore;
-  /** Symlinks in the source path resolve inside `root` (a stage's or image's root). */
-  scoped: boolean;
 }
 
 /** Hash of what COPY copies: relative paths, modes, link targets and contents (not times). */
@@ -184,9 +182,8 @@ function resolveScoped(root: string, p: string): string {
 /** A COPY source: a path inside the tree, with `*` and `?` wildcards in its last part. */
 function expandSource(tree: SourceTree, source: string): string[] {
   const root = tree.root;
-  const abs = tree.scoped
-    ? resolveScoped(root, posix.resolve("/", source))
-    : resolve(root, source.replace(/^\/+/, ""));
+  // symlinks on the way resolve inside the tree, as if it were `/`: never out to the host's files
+  const abs = resolveScoped(root, posix.resolve("/", source));
   if (abs !== root && !abs.startsWith(`${root}/`)) {
     throw new ImageError("BUILD_FILE", `COPY source "${source}" is outside ${tree.what}`);
   }
@@ -368,7 +365,6 @@ export async function build(store: ImageStore, opts: BuildOptions): Promise<Imag
       root: context,
       what: `the build context ${context}`,
       ignore: DockerIgnore.forContext(context),
-      scoped: false,
     },
     cache,
     newCache,
@@ -452,7 +448,7 @@ async function buildStage(ctx: BuildContext, stage: Stage, prefix: string): Prom
       if (step.from !== undefined) {
         from = await fromSource(ctx, step.from, step.line);
         inputs = await withMountedRoot(store, from.layers, from.what, step.line, (root) =>
-          hashSources({ root, what: from!.what, scoped: true }, step.sources),
+          hashSources({ root, what: from!.what }, step.sources),
         );
       } else inputs = hashSources(ctx.context, step.sources);
     } else if (step.kind === "RUN") inputs = [...args].map(([k, v]) => `${k}=${v}`).join("\0");
@@ -521,7 +517,7 @@ async function buildStage(ctx: BuildContext, stage: Stage, prefix: string): Prom
         if (from) {
           const src = from;
           layer = await withMountedRoot(store, src.layers, src.what, step.line, (root) =>
-            copyStep(store, state, step, { root, what: src.what, scoped: true }, exec.WorkingDir ?? "/"),
+            copyStep(store, state, step, { root, what: src.what }, exec.WorkingDir ?? "/"),
           );
         } else layer = await copyStep(store, state, step, ctx.context, exec.WorkingDir ?? "/");
         break;
@@ -564,7 +560,7 @@ async function copyStep(
     const intoDir =
       step.dest.endsWith("/") ||
       sources.length > 1 ||
-      (sources.length === 1 && statSync(sources[0]!).isDirectory());
+      (sources.length === 1 && lstatSync(sources[0]!).isDirectory());
     const destDir = intoDir ? destAbs : posix.dirname(destAbs);
     // parents keep the attributes they have in the image (so COPY x /tmp/ does not make /tmp 0755)
     const parts = destDir.split("/").filter(Boolean);
@@ -575,7 +571,7 @@ async function copyStep(
     }
     const copied: string[] = [];
     for (const src of sources) {
-      const st = statSync(src);
+      const st = lstatSync(src);
       if (step.kind === "ADD" && st.isFile() && /\.(tar|tar\.gz|tgz|tar\.xz|tar\.bz2)$/.test(src)) {
         await tar.x({ file: src, cwd: join(staging, destDir) });
         copied.push(join(staging, destDir));
@@ -595,7 +591,6 @@ async function copyStep(
           copied.push(join(target, n));
         }
       } else {
-        // a file named through symlinks is copied as the file (lstat of the resolved path)
         copyTree(tree, src, target);
         copied.push(target);
       }

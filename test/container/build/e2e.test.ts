@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { e2eSuite, eventually, mountsBelow } from "../compose/cli_harness.js";
@@ -183,4 +183,24 @@ test("HEALTHCHECK: the monitor runs it; ps and inspect show starting, healthy, u
   const cfg = JSON.parse(await h.ok(["container", "inspect", "hc"]))[0].Config.Healthcheck;
   assert.deepEqual(cfg, { Test: ["CMD-SHELL", "test -e /ok"], Interval: 1e9, Timeout: 5e9, Retries: 2 });
   await h.ok(["container", "rm", "-f", id]);
+});
+
+test("COPY follows symlinks in the context only inside it, never out to the host's files", async (t) => {
+  if (!need(t)) return;
+  const ctx = context({
+    Dockerfile: "FROM busybox\nCOPY data/inner.txt /inner.txt\nCOPY escape/passwd /stolen\n",
+    "real/inner.txt": "inside\n",
+  });
+  symlinkSync("/real", join(ctx, "data")); // absolute: the context's /real, as if it were /
+  symlinkSync("/etc", join(ctx, "escape")); // the host's /etc must not be reached
+  const r = await h.vessel(["image", "build", "-t", "links:1", ctx]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /STEP 2\/3: COPY data\/inner.txt/);
+  assert.match(r.stderr, /COPY source "escape\/passwd" does not exist in the build context/);
+  writeFileSync(
+    join(ctx, "Dockerfile"),
+    'FROM busybox\nCOPY data/inner.txt /inner.txt\nCMD ["cat", "/inner.txt"]\n',
+  );
+  await h.ok(["image", "build", "-q", "-t", "links:1", ctx]);
+  assert.equal(await h.ok(["container", "run", "--rm", "links:1"]), "inside\n");
 });
