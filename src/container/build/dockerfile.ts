@@ -1,4 +1,5 @@
 import { ImageError } from "../image/errors.js";
+import { hostArchitecture } from "../image/oci_types.js";
 
 /**
  * A parser for the build-file instructions people use most (Dockerfile reference: FROM, RUN, COPY,
@@ -262,9 +263,13 @@ export function parseStages(text: string, buildArgs: ReadonlyMap<string, string>
     switch (kind) {
       case "FROM": {
         const ws = words(substitute(raw, globals));
-        const platform = ws[0]?.startsWith("--platform=") ? ws.shift() : undefined;
-        if (platform !== undefined && platform !== "--platform=linux/amd64" && !platform.includes("$"))
-          throw fail(line, `FROM ${platform}: only the host's platform can be built here`);
+        // --platform=$BUILDPLATFORM and the host's own platform are the host's: nothing to do
+        const platform = ws[0]?.startsWith("--platform=") ? ws.shift()!.slice(11) : undefined;
+        if (platform !== undefined && platform !== "" && platform !== `linux/${hostArchitecture()}`)
+          throw fail(
+            line,
+            `FROM --platform=${platform}: only this host's platform (linux/${hostArchitecture()}) is built here`,
+          );
         if (ws.length !== 1 && !(ws.length === 3 && ws[1]!.toUpperCase() === "AS"))
           throw fail(line, "expected FROM IMAGE [AS NAME]");
         if (ws[0] === "") throw fail(line, `FROM ${raw}: the image name is empty (an ARG with no value?)`);

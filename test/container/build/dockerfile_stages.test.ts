@@ -135,3 +135,13 @@ test("durations parse as Go's time.ParseDuration", () => {
   assert.equal(parseDuration("5"), undefined);
   assert.equal(parseDuration("5s "), undefined);
 });
+
+test("FROM --platform: the host's own platform (or $BUILDPLATFORM) is accepted, another is an error naming the line", () => {
+  const arch = process.arch === "x64" ? "amd64" : process.arch === "arm64" ? "arm64" : process.arch;
+  assert.equal(parseStages(`FROM --platform=linux/${arch} busybox AS a\n`).stages[0]!.name, "a");
+  assert.equal(parseStages("FROM --platform=$BUILDPLATFORM busybox\n").stages[0]!.from.image, "busybox");
+  assert.throws(
+    () => parseStages("FROM --platform=linux/s390x busybox\n"),
+    /line 1: FROM --platform=linux\/s390x: only this host's platform/,
+  );
+});
