@@ -168,6 +168,35 @@ test("compose up attached: the services' output with their names; Ctrl-C stops t
   }
 });
 
+test("compose -f FILE -p NAME from another directory; logs -f follows until the services exit", async (t) => {
+  if (!need(t)) return;
+  const dir = project(
+    "ignored-name",
+    'services:\n  job:\n    image: busybox\n    command: ["sh", "-c", "echo one; sleep 1; echo two"]\n',
+  );
+  const file = join(dir, "compose.yaml");
+  const elsewhere = mkdtempSync(join(h.root, "cwd-"));
+  await h.ok(["compose", "-f", file, "-p", "Custom_1", "up", "-d"], { cwd: elsewhere });
+  assert.match(
+    await h.ok(["container", "ps", "-a"]),
+    /custom_1-job-1/,
+    "the project name is -p's, lower-cased",
+  );
+  // ps and logs find the project by -p alone (no compose file in this directory)
+  const logs = await h.vessel(["compose", "-p", "custom_1", "logs", "-f"], {
+    cwd: elsewhere,
+    timeoutMs: 30_000,
+  });
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.equal(logs.stdout, "custom_1-job-1  | one\ncustom_1-job-1  | two\n");
+  assert.match(
+    await h.ok(["compose", "-p", "custom_1", "ps", "-a"], { cwd: elsewhere }),
+    /custom_1-job-1 .*Exited \(0\)/,
+  );
+  await h.ok(["compose", "-p", "custom_1", "down"], { cwd: elsewhere });
+  assert.equal(await h.ok(["compose", "-p", "custom_1", "ps", "-a", "-q"], { cwd: elsewhere }), "");
+});
+
 test("bad compose files: unknown keys and port clashes name the key and line, and start nothing", async (t) => {
   if (!need(t)) return;
   const cases: [string, RegExp][] = [
