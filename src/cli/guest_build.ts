@@ -25,14 +25,18 @@ With --rootfs debian, also a Debian root filesystem as a raw ext4 disk image (de
 \${XDG_CACHE_HOME:-~/.cache}/vessel/rootfs/debian-<arch>/. Its /sbin/init is Vessel's small init
 (no systemd): a root shell on the console, or the command given to vessel vm run. Boot it with
 the default guest and root=/dev/vda on the kernel command line. The VM writes to this image:
-copy it (cp --sparse=always) to keep the cached one pristine.
+copy it (cp --sparse=always) to keep the cached one pristine. debootstrap's second stage runs the
+new tree's programs in a chroot: natively where this host runs i386 code, else under QEMU's
+user-mode emulator (qemu-i386-static, from qemu-user-static) through binfmt_misc; the build says
+which and why.
 
   --arch amd64|i386   guest architecture (default amd64; i386 is the 686 kernel for --engine soft)
   --force             rebuild even if the cache holds a guest (with --rootfs: only the root
                       filesystem, debootstrap included)
   --rootfs debian     build the Debian root filesystem image too
   --size SIZE         the image's size, e.g. 1G, 512M (default 1G; the file is sparse)
-  Environment: VESSEL_DEBIAN_MIRROR, VESSEL_DEBIAN_SUITE (default: the host's Debian mirror)
+  Environment: VESSEL_DEBIAN_MIRROR, VESSEL_DEBIAN_SUITE (default: the host's Debian mirror);
+  VESSEL_HOST_I386=0 treats this host as unable to run i386 code (QEMU is used), =1 as able
 `;
 
 export async function run(args: string[]): Promise<number> {

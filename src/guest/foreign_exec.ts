@@ -214,7 +214,7 @@ function pidAlive(pid: number): boolean {
 }
 
 /** Vessel's own entries left by a build that died (its pid is gone): removed, else they would stay. */
-function removeStaleEntries(entries: readonly BinfmtEntry[], dir = BINFMT_DIR): void {
+export function removeStaleEntries(entries: readonly BinfmtEntry[], dir = BINFMT_DIR): void {
   for (const e of entries) {
     if (!e.name.startsWith(VESSEL_ENTRY_PREFIX)) continue;
     const pid = Number(e.name.slice(VESSEL_ENTRY_PREFIX.length));
@@ -263,6 +263,11 @@ export interface ChrootRunOptions {
   prefix: string;
   /** A directory on an exec-allowed file system for Vessel's scratch files (the build's own). */
   workDir: string;
+  /**
+   * Where QEMU's entry goes: "private" tries a user namespace's own binfmt_misc first (the
+   * default), "host" goes straight to the host's (what a kernel before 6.7 gets; for tests).
+   */
+  scope?: "private" | "host";
 }
 
 /** Runs uname -m in the chroot (the tree's own binary: coreutils is in every debootstrap's first stage). */
@@ -316,9 +321,11 @@ export async function runInChroot(
   const interpreter = join(scratch, "qemu-i386-binfmt-P");
   symlinkSync(plan.qemu, interpreter);
   try {
-    const priv = await runWithPrivateBinfmt(plan, tree, argv, options, interpreter, join(scratch, "mnt"));
-    if (priv.kind === "ran") return priv.run;
-    options.progress(`${options.prefix}${priv.why}: registering in the host's binfmt_misc instead`);
+    if (options.scope !== "host") {
+      const priv = await runWithPrivateBinfmt(plan, tree, argv, options, interpreter, join(scratch, "mnt"));
+      if (priv.kind === "ran") return priv.run;
+      options.progress(`${options.prefix}${priv.why}: registering in the host's binfmt_misc instead`);
+    }
     return await runWithHostBinfmt(plan, tree, argv, options, interpreter);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -457,7 +464,8 @@ async function runWithPrivateBinfmt(
   return {
     kind: "ran",
     run: {
-      ...r,
+      status: r.status,
+      tail: r.tail.filter((l) => !l.startsWith(CHECK_LINE)),
       method: "qemu-binfmt-private",
       machine,
       how: `QEMU user-mode emulation in a private binfmt_misc instance (nothing else on the host sees it): ${plan.why}`,

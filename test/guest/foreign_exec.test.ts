@@ -3,8 +3,10 @@ import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readSync,
   rmSync,
   symlinkSync,
@@ -29,14 +31,20 @@ import {
 import {
   chooseI386Exec,
   findProgram,
+  HOST_I386_ENV,
   type HostI386Facts,
+  hostI386Facts,
   i386ProbeElf,
   PROBE_EXIT_STATUS,
   parseHostI386Override,
   planChrootExec,
   probeI386,
   QEMU_I386,
+  removeStaleEntries,
+  runInChroot,
+  VESSEL_ENTRY_PREFIX,
 } from "../../src/guest/foreign_exec.js";
+import { cacheRoot, guestPaths } from "../../src/guest/default_guest.js";
 import { GuestError } from "../../src/guest/guest_error.js";
 
 /** Debian's qemu-user-static entry for aarch64 as /proc/sys/fs/binfmt_misc/qemu-aarch64 shows it. */
@@ -223,5 +231,93 @@ test("the kernel takes a Vessel entry with flag F: files run through an interpre
   } finally {
     removeBinfmt(name);
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A chroot of Debian's i386 busybox-static (from the default i386 guest's cache), or a skip reason. */
+function busyboxTree(): { tree: string } | { skip: string } {
+  const debs = join(guestPaths("i386").dir, "debs");
+  const deb = existsSync(debs) ? readdirSync(debs).find((f) => f.startsWith("busybox-static_")) : undefined;
+  if (deb === undefined)
+    return {
+      skip: "no i386 busybox-static package cached: run `node bin/vessel.js guest build --arch i386`",
+    };
+  const tree = mkdtempSync(join(cacheRoot(), "test-i386-tree-"));
+  const x = spawnSync("dpkg-deb", ["-x", join(debs, deb), tree], { encoding: "utf8" });
+  assert.equal(x.status, 0, x.stderr);
+  mkdirSync(join(tree, "usr/bin"), { recursive: true });
+  symlinkSync("/bin/busybox", join(tree, "usr/bin/uname")); // what runInChroot checks with
+  symlinkSync("busybox", join(tree, "bin/sh"));
+  return { tree };
+}
+
+test("with VESSEL_HOST_I386=0 a chroot's i386 programs run under qemu-i386 in a private binfmt_misc instance, with argv[0] kept, and the host's binfmt_misc is untouched", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip("chroot and user namespaces with an identity map need root");
+    return;
+  }
+  if (findProgram(QEMU_I386) === undefined) {
+    t.skip(`${QEMU_I386} not installed (apt-get install qemu-user-static)`);
+    return;
+  }
+  const made = busyboxTree();
+  if ("skip" in made) {
+    t.skip(made.skip);
+    return;
+  }
+  const before = listBinfmtEntries().map((e) => e.name);
+  try {
+    const plan = chooseI386Exec(hostI386Facts(made.tree, { [HOST_I386_ENV]: "0" }));
+    assert.equal(plan.kind, "qemu");
+    const lines: string[] = [];
+    // `exec -a uname busybox`: only with argv[0] passed through (flag P) is busybox its uname applet.
+    const r = await runInChroot(plan, made.tree, ["/bin/sh", "-c", "exec -a uname /bin/busybox -m"], {
+      progress: (l) => lines.push(l),
+      prefix: "",
+      workDir: made.tree,
+    });
+    assert.equal(r.status, 0, lines.join("\n"));
+    assert.equal(r.method, "qemu-binfmt-private");
+    assert.equal(r.machine, "i686");
+    assert.deepEqual(r.tail, ["i686"]);
+    assert.match(
+      lines.join("\n"),
+      /checked: uname -m in the chroot says i686 \(QEMU's entry is in a private binfmt_misc instance/,
+    );
+    assert.deepEqual(
+      listBinfmtEntries().map((e) => e.name),
+      before,
+    );
+    assert.ok(!existsSync(join(made.tree, "binfmt")), "the scratch directory is removed");
+  } finally {
+    rmSync(made.tree, { recursive: true, force: true });
+  }
+});
+
+test("Vessel's host entries left by a build that died are removed; a running build's entry is kept", (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip("registering in binfmt_misc needs root");
+    return;
+  }
+  if (binfmtState() !== "enabled") {
+    t.skip(`binfmt_misc is not mounted and enabled at ${BINFMT_DIR}`);
+    return;
+  }
+  // A pid above the kernel's pid_max (4194304 at most) belongs to no process.
+  const dead = `${VESSEL_ENTRY_PREFIX}${4194305 + (process.pid % 1000)}`;
+  const live = `${VESSEL_ENTRY_PREFIX}${process.pid}`;
+  try {
+    for (const name of [dead, live]) {
+      // Magics no file has (not ELF: nothing else on this shared host is affected).
+      const magic = Buffer.from(`#${name}#`);
+      registerBinfmt(registrationLine(name, magic, Buffer.alloc(magic.length, 0xff), "/bin/true", ""));
+    }
+    removeStaleEntries(listBinfmtEntries());
+    const names = listBinfmtEntries().map((e) => e.name);
+    assert.ok(!names.includes(dead), names.join(" "));
+    assert.ok(names.includes(live), names.join(" "));
+  } finally {
+    removeBinfmt(dead);
+    removeBinfmt(live);
   }
 });
