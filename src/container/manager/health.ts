@@ -156,8 +156,16 @@ export class HealthMonitor {
 
   /** Publishes `starting` and schedules the first probe. */
   start(): void {
-    this.opts.publish(this.state);
+    this.publish();
     this.schedule();
+  }
+
+  private publish(): void {
+    try {
+      this.opts.publish(this.state);
+    } catch {
+      // the container's directory is going (rm -f): there is nothing left to record it in
+    }
   }
 
   stop(): void {
@@ -174,7 +182,8 @@ export class HealthMonitor {
     const c = this.opts.config;
     const interval =
       this.inStartPeriod(this.now()) && c.StartInterval ? c.StartInterval : c.Interval || DEFAULT_INTERVAL_NS;
-    this.timer = setTimeout(() => void this.runOnce(), interval / 1e6);
+    // a probe never rejects and publish() is guarded: nothing here may bring the monitor down
+    this.timer = setTimeout(() => void this.runOnce().catch(() => undefined), interval / 1e6);
     this.timer.unref?.();
   }
 
@@ -193,7 +202,7 @@ export class HealthMonitor {
       Output: r.output,
     };
     this.state = nextHealth(this.state, result, this.inStartPeriod(startAt), c.Retries || DEFAULT_RETRIES);
-    this.opts.publish(this.state);
+    this.publish();
     this.schedule();
     return this.state;
   }
