@@ -32,16 +32,16 @@ const seeds = one !== undefined ? [Number(one)] : Array.from({ length: count }, 
  */
 async function differential(
   t: { diagnostic(m: string): void },
-  make: (seed: number) => { c: OracleCase; listing: string }[],
+  make: (seed: number) => { c: OracleCase; listing: string; requireOracle?: boolean }[],
 ): Promise<void> {
   for (const [name, why] of Object.entries(runners.missing)) t.diagnostic(`${name} not run: ${why}`);
   const tally = new RunTally();
   const failures: string[] = [];
   for (const seed of seeds) {
-    for (const { c, listing } of make(seed)) {
-      const report = await runCase(c, runners.available, true);
+    for (const { c, listing, requireOracle = true } of make(seed)) {
+      const report = await runCase(c, runners.available, requireOracle);
       tally.add(report);
-      if (report.oracles === 0) {
+      if (report.oracles === 0 && requireOracle) {
         failures.push(`${c.name}: ${noOracleMessage(runners, report.notes)}`);
         break;
       }
@@ -70,9 +70,11 @@ test(`random instruction sequences agree between runners (${seeds.length} progra
     t.skip(skip);
     return;
   }
-  // A program with CMPXCHG8B runs on every runner but QEMU (its CMPXCHG8B is wrong: see
-  // qemu_runner.ts); the same seed without CMPXCHG8B then runs on all of them.
-  const programCase = (name: string, p: RandomProgram) => ({
+  // A program with CMPXCHG8B runs on every runner but QEMU (its CMPXCHG8B corrupts the other
+  // flags: see qemu_runner.ts); the seed's twin, which does not count on those flags after
+  // CMPXCHG8B, runs on all of them and stands in for it where QEMU is the only oracle. The flags
+  // themselves are a hand-written case with the SDM's values (cases.ts, atomic).
+  const programCase = (name: string, p: RandomProgram, twin: boolean) => ({
     c: {
       name,
       asm: p.asm,
@@ -80,16 +82,17 @@ test(`random instruction sequences agree between runners (${seeds.length} progra
       eflags: p.eflags,
       data: { 0: p.data },
       undef: p.undefinedFlags,
-      ...(p.asm.includes("cmpxchg8b") ? { needs: ["cmpxchg8b" as const] } : {}),
+      ...(twin ? { needs: ["cmpxchg8b" as const] } : {}),
     },
     listing: `initial regs ${JSON.stringify(p.regs)} eflags 0x${p.eflags.toString(16)}\n${p.asm}`,
+    requireOracle: !twin,
   });
   await differential(t, (seed) => {
     const p = randomProgram(seed);
-    if (!p.asm.includes("cmpxchg8b")) return [programCase(`random seed ${seed}`, p)];
+    if (!p.asm.includes("cmpxchg8b")) return [programCase(`random seed ${seed}`, p, false)];
     return [
-      programCase(`random seed ${seed}`, p),
-      programCase(`random seed ${seed} without CMPXCHG8B`, randomProgram(seed, 40, false)),
+      programCase(`random seed ${seed}`, p, true),
+      programCase(`random seed ${seed}, flags after CMPXCHG8B unused`, randomProgram(seed, 40, false), false),
     ];
   });
 });
