@@ -165,7 +165,7 @@ export function registerBinfmt(line: string, dir = BINFMT_DIR): void {
     const e = err as NodeJS.ErrnoException;
     throw new GuestError(
       "GUEST_BINFMT_REFUSED",
-      `the kernel refused the binfmt_misc entry (${e.code ?? e.message} writing ${join(dir, "register")}): ${line}`,
+      `the kernel refused the binfmt_misc entry (${e.code ?? e.message} writing ${join(dir, "register")}): run as root on the host itself (a container needs CAP_SYS_ADMIN and a writable /proc/sys), or build on a host that runs i386 code. The entry: ${line}`,
       { line, errno: e.code },
       e,
     );

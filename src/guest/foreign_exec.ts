@@ -242,7 +242,7 @@ export function hostI386Facts(dir: string, env: NodeJS.ProcessEnv = process.env)
 export function planChrootExec(arch: GuestArch, dir: string): I386Exec {
   if (arch === "amd64") {
     return process.arch === "x64"
-      ? { kind: "native", why: "amd64 code is this x86-64 host's own" }
+      ? { kind: "native", why: "it is this x86-64 host's own" }
       : { kind: "unavailable", why: `an amd64 tree needs an x86-64 host (this one is ${process.arch})` };
   }
   return chooseI386Exec(hostI386Facts(dir));
@@ -259,6 +259,8 @@ export interface ChrootRun extends StreamingResult {
 }
 
 export interface ChrootRunOptions {
+  /** The tree's architecture: only an i386 tree falls back to QEMU when it does not run natively. */
+  arch: GuestArch;
   progress: Progress;
   prefix: string;
   /** A directory on an exec-allowed file system for Vessel's scratch files (the build's own). */
@@ -299,11 +301,11 @@ export async function runInChroot(
       const r = await runStreaming("chroot", [tree, ...argv], options.progress, options.prefix);
       return { ...r, method: "native", machine: m.text, how: `native: ${plan.why}` };
     }
-    const qemu = findProgram(QEMU_I386);
+    const qemu = options.arch === "i386" ? findProgram(QEMU_I386) : undefined;
     if (qemu === undefined) {
       throw new GuestError(
         "GUEST_NO_I386",
-        `the tree's programs do not run in the chroot (${m.text}), though ${plan.why}; install ${QEMU_PACKAGE} to run them under QEMU`,
+        `the tree's programs do not run in the chroot (${m.text}), though ${plan.why}${options.arch === "i386" ? `; install ${QEMU_PACKAGE} to run them under QEMU` : ""}`,
         { tree },
       );
     }

@@ -29,7 +29,9 @@ import { runStreaming, type StreamingResult } from "./run_streaming.js";
  * Cached under ${XDG_CACHE_HOME:-~/.cache}/vessel/rootfs/debian-<arch>/:
  *   debs/                    debootstrap's package cache (--cache-dir), so a rebuild downloads nothing
  *   root/                    the debootstrapped tree (kept: a new ROOTFS_FORMAT only reconfigures it)
- *   debootstrap.json         written when debootstrap succeeded: suite, mirror, packages
+ *   debootstrap.json         written when debootstrap succeeded: suite, mirror, packages, and how its
+ *                            second stage ran the tree's programs (natively or under QEMU)
+ *   binfmt/                  while a second stage runs under QEMU: its binfmt_misc interpreter link
  *   debian-<arch>.ext4       the image, sparse
  *   rootfs.json              manifest, written last: its presence (with this ROOTFS_FORMAT) means done
  *
@@ -559,6 +561,7 @@ export async function buildDebianRootfs(
     if (first.status !== 0) throw debootstrapFailure(first, arch, source, paths.tree);
     progress(`      second stage: chroot ${paths.tree} ${SECOND_STAGE.join(" ")}`);
     const second = await runInChroot(plan, paths.tree, [...SECOND_STAGE], {
+      arch,
       progress,
       prefix: "      ",
       workDir: paths.dir,

@@ -272,6 +272,7 @@ test("with VESSEL_HOST_I386=0 a chroot's i386 programs run under qemu-i386 in a 
     const lines: string[] = [];
     // `exec -a uname busybox`: only with argv[0] passed through (flag P) is busybox its uname applet.
     const r = await runInChroot(plan, made.tree, ["/bin/sh", "-c", "exec -a uname /bin/busybox -m"], {
+      arch: "i386",
       progress: (l) => lines.push(l),
       prefix: "",
       workDir: made.tree,
