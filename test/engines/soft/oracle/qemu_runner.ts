@@ -11,9 +11,10 @@
  * - its page-fault error code knows U/S and W/R but not P: QEMU's own reservations of the guest
  *   address space make an unmapped page look present (errorCodeBits);
  * - EFLAGS in its signal frame lacks RF, which a fault pushes (probed: "rf");
- * - its CMPXCHG8B sets CF (and other flags) it must leave alone, and after IMUL m32 it can abort
- *   QEMU (an rcu_read_unlock assertion): probed as "cmpxchg8b"; random.test.ts gives it the
- *   same programs with XLAT in place of CMPXCHG8B;
+ * - its CMPXCHG8B changes CF and PF, which it must leave alone, and in some programs it aborts
+ *   QEMU ("rcu_read_unlock: Assertion `p_rcu_reader->depth != 0' failed", or SIGSEGV; seen
+ *   after an IMUL in the same block, and on LOCK CMPXCHG8B of an unaligned operand): probed as
+ *   "cmpxchg8b", and random.test.ts gives it twins of those programs with XLAT in its place;
  * - its x87 (softfloat) is not the hardware's: no stack faults (IE|SF on overflow/underflow), no
  *   DE for a denormal single loaded by FLD, 0 instead of 1s in FNSTENV's reserved words, no #MF
  *   for an unmasked exception in user mode, and FSIN/FCOS/FPTAN through the host's double
