@@ -1,23 +1,27 @@
 /**
- * Developer harness (not part of the product): boots the cached default i386 guest on the soft
- * CPU with the devices that exist, prints the serial console, and reports MIPS. Run after a build:
- *   node dist/src/engines/soft/dev_boot.js [--max N] [--trace-from N]
+ * Developer harness for profiling the soft engine (not part of the product): boots the cached
+ * default i386 guest on the soft CPU in this process (no worker, no virtio), prints the serial
+ * console, reports MIPS, and with --profile-after N writes a V8 CPU profile of everything after
+ * N instructions to /tmp/soft-after.cpuprofile (open it in Chrome's DevTools). Run after a build:
+ *   node dist/bench/soft-profile/boot_profile.js [--technique bt|interp] [--max N] [--cmd CMD]
+ *     [--profile-after N] [--apic] [--host-clock] [--no-decompress]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
-import { guestRamRegions } from "../../boot/e820.js";
-import { loadLinux } from "../../boot/linux_loader.js";
-import { MmioBus } from "../../bus/mmio_bus.js";
-import { PortBus } from "../../bus/port_bus.js";
-import { HostClock } from "../../devices/clock.js";
-import { DebugExit } from "../../devices/debug_exit.js";
-import { PcPlatform } from "../../devices/pc_platform.js";
-import { Uart16550 } from "../../devices/uart16550.js";
-import { DEFAULT_CMDLINE, guestPaths } from "../../guest/default_guest.js";
-import { guestCommandParam } from "../../guest/init_script.js";
-import { GuestMemory } from "../../memory/guest_memory.js";
-import { InstructionClock } from "./instruction_clock.js";
-import { SoftCpu } from "./soft_cpu.js";
+import { guestRamRegions } from "../../src/boot/e820.js";
+import { loadLinux } from "../../src/boot/linux_loader.js";
+import { MmioBus } from "../../src/bus/mmio_bus.js";
+import { PortBus } from "../../src/bus/port_bus.js";
+import { HostClock } from "../../src/devices/clock.js";
+import { DebugExit } from "../../src/devices/debug_exit.js";
+import { PcPlatform } from "../../src/devices/pc_platform.js";
+import { Uart16550 } from "../../src/devices/uart16550.js";
+import { DEFAULT_CMDLINE, guestPaths } from "../../src/guest/default_guest.js";
+import { guestCommandParam } from "../../src/guest/init_script.js";
+import { GuestMemory } from "../../src/memory/guest_memory.js";
+import { InstructionClock } from "../../src/engines/soft/instruction_clock.js";
+import { SoftCpu } from "../../src/engines/soft/soft_cpu.js";
+import type { SoftTechnique } from "../../src/engines/soft/technique.js";
 
 const args = process.argv.slice(2);
 const max = Number(args[args.indexOf("--max") + 1] ?? "0") || 5e9;
@@ -26,6 +30,9 @@ const extra = cmd === "" ? "" : guestCommandParam(["sh", "-c", cmd]);
 // The cached guest's files (whatever the manifest format): build it with `vessel guest build --arch i386`.
 const guest = guestPaths("i386");
 const apic = args.includes("--apic");
+const technique = (
+  args.includes("--technique") ? args[args.indexOf("--technique") + 1] : "bt"
+) as SoftTechnique;
 const memSize = 256 * 1024 * 1024;
 const memory = GuestMemory.shared(guestRamRegions(memSize));
 const entry = loadLinux(memory, {
@@ -37,6 +44,8 @@ const entry = loadLinux(memory, {
   virtioDevices: [],
   arch: "i386",
   acpi: apic,
+  // The VMM decompresses the payload as `vessel vm run` does on the soft engine (--no-decompress: the kernel's own decompressor runs).
+  decompress: !args.includes("--no-decompress"),
 });
 const ports = new PortBus();
 const mmio = new MmioBus();
@@ -58,6 +67,7 @@ ports.register(
 );
 const cpu = new SoftCpu({
   memory,
+  technique,
   ports,
   mmio,
   interrupts: platform,
@@ -135,3 +145,7 @@ process.stderr.write(
 process.stderr.write(
   `${cpu.cpu.instructions} instructions in ${secs.toFixed(2)} s = ${(cpu.cpu.instructions / secs / 1e6).toFixed(1)} MIPS decodes=${cpu.cpu.decodes} invalidations=${cpu.cpu.codeInvalidations}\nexceptions ${JSON.stringify(cpu.stats.exceptionsByVector)}\n`,
 );
+if (cpu.stats.bt !== undefined) {
+  const { vmmCalls, ...counts } = cpu.stats.bt;
+  process.stderr.write(`bt ${JSON.stringify(counts)}\n`);
+}

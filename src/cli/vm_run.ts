@@ -262,17 +262,17 @@ export function formatStats(r: VmResult): string {
   );
   lines.push(`console       ${r.uart.txBytes} bytes out, ${r.uart.rxBytes} in`);
   if (r.technique !== undefined) lines.push(`technique     ${r.technique}`);
-  if (r.bt !== undefined) lines.push(...formatBtStats(r.bt));
+  if (r.bt !== undefined) lines.push(...formatBtStats(r.bt, r.instructions ?? 0));
   lines.push(...formatParavirtStats(r.virtio, r.paravirt));
   return `${lines.join("\n")}\n`;
 }
 
 /** The binary translator's counters (engines/soft/bt/bt_stats.ts). */
-export function formatBtStats(bt: BtStats): string[] {
+export function formatBtStats(bt: BtStats, instructions: number): string[] {
   const lines = [
     `bt blocks     ${bt.blocksTranslated} translated (${bt.guestBytesTranslated} bytes of guest code), ${bt.cacheBlocks} cached`,
     `bt dropped    ${bt.blocksInvalidated} by code writes, ${bt.blocksEvicted} evicted`,
-    `bt runs       ${bt.blockExecutions} block executions, ${bt.chainHits} through chain links`,
+    `bt runs       ${bt.blockExecutions} block executions, ${bt.translatedInstructions} instructions (${instructions > 0 ? ((100 * bt.translatedInstructions) / instructions).toFixed(1) : "0"} %) in compiled code`,
     `bt translate  ${(bt.translateNs / 1e6).toFixed(1)} ms`,
   ];
   const calls = Object.entries(bt.vmmCalls).sort((a, b) => b[1] - a[1]);

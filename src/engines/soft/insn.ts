@@ -1,6 +1,6 @@
 /**
  * A decoded instruction: the compact record the decoder produces once per physical address and
- * the interpreter (or a future binary translator) consumes. Decoding and execution are separate:
+ * the interpreter and the binary translator (bt/) consume. Decoding and execution are separate:
  * nothing here executes.
  */
 import type { Cpu } from "./cpu.js";
@@ -52,6 +52,15 @@ export class Insn {
   /** The record at the last taken branch target in the same page, and its EIP. */
   jump: Insn | undefined = undefined;
   jumpEip = 0;
+  /**
+   * Technique bt (bt/translator.ts): the compiled block that starts at this instruction, the
+   * mode it was compiled for (bt/block_cache.ts `modeKey`) and its instruction count; `btHits`
+   * counts entries while it is cold (-1: never compiled, it cannot be).
+   */
+  btFn: (() => void) | undefined = undefined;
+  btMode = 0;
+  btCount = 0;
+  btHits = 0;
 
   constructor(handler: Handler) {
     this.handler = handler;

@@ -31,6 +31,11 @@ export type SoftStop =
 export interface SoftCpuOptions {
   /** How guest code runs: the interpreter (the reference) or the binary translator (bt/). */
   technique?: SoftTechnique;
+  /**
+   * Technique bt: entries of a block before it is compiled (bt/translator.ts HOT_THRESHOLD);
+   * tests set 1 to compile everything they run.
+   */
+  btHotThreshold?: number;
   memory: GuestMemory;
   ports: PortBus;
   mmio: MmioBus;
@@ -105,15 +110,7 @@ export class SoftCpu {
     this.technique = opts.technique ?? DEFAULT_SOFT_TECHNIQUE;
     if (this.technique === "bt") {
       this.stats.bt = emptyBtStats();
-      this.translator = new Translator(this.cpu, {
-        fetchPage: (linear) => {
-          this.fetchPage(linear);
-        },
-        interpretOne: () => this.interpretOne(),
-        noteEntry: (linear) => {
-          this.recent[this.recentIndex++ & (RECENT - 1)] = linear;
-        },
-      });
+      this.translator = new Translator(this.cpu, undefined, opts.btHotThreshold);
     }
     this.interrupts = opts.interrupts;
     this.poll = opts.poll;
@@ -211,8 +208,7 @@ export class SoftCpu {
       const singleStep = (c.flags & Flag.TF) !== 0;
       if (singleStep) c.slice = 1;
       try {
-        if (this.translator !== undefined) this.translator.execute();
-        else this.execute();
+        this.execute();
         if (singleStep) {
           c.dr[6] = c.dr[6]! | 0x4000; // DR6.BS
           const stop = this.deliver(Vec.DB, true, -1);
@@ -255,14 +251,18 @@ export class SoftCpu {
    * inside one page are chained: each remembers its fall-through successor (`next`) and its last
    * taken branch target (`jump`), so loops and straight-line code skip the lookup. Every chain is
    * dropped when the fetch page is reset (TLB flush, mode or CS change, a write to a code page).
+   * With the translator (technique bt), each block entry (after an instruction that ends a block,
+   * or a compiled block) runs the compiled block of the record there, or counts towards compiling
+   * one (bt/translator.ts).
    */
   private execute(): void {
     const c = this.cpu;
+    const bt = this.translator;
     let insn: Insn | undefined;
     let prev: Insn | undefined;
     let prevNext = 0;
+    let entry = true;
     while (c.slice > 0) {
-      c.slice--;
       const eip = c.eip;
       c.startEip = eip;
       if (insn === undefined) {
@@ -280,6 +280,31 @@ export class SoftCpu {
           }
         }
       }
+      if (entry && bt !== undefined) {
+        entry = false;
+        const fn = insn.btFn;
+        if (fn !== undefined) {
+          if (insn.btMode === bt.mode() && insn.btCount <= c.slice) {
+            bt.executions++;
+            const n0 = c.instructions;
+            fn();
+            bt.translatedInsns += c.instructions - n0;
+            prev = undefined;
+            insn = undefined;
+            entry = true;
+            continue;
+          }
+        } else if (insn.btHits >= 0 && ++insn.btHits >= bt.threshold && c.fetchLinPage !== -1) {
+          // Compiled: go round to run it (if it fits the slice). Not compiled (an instruction
+          // crossing the page end, whose record is not even cached): interpret it now.
+          bt.compile(insn);
+          if (insn.btFn !== undefined) {
+            entry = true;
+            continue;
+          }
+        }
+      }
+      c.slice--;
       const next = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
       c.eip = next;
       switch (insn.hot) {
@@ -335,6 +360,7 @@ export class SoftCpu {
           insn.handler(c, insn);
       }
       c.instructions++;
+      if (insn.blockEnd) entry = true;
       if (c.fetchLinPage === -1) {
         prev = undefined;
         insn = undefined;
@@ -347,23 +373,6 @@ export class SoftCpu {
       else if (e === insn.jumpEip && insn.jump !== undefined) insn = insn.jump;
       else insn = undefined;
     }
-  }
-
-  /**
-   * One instruction through the interpreter (the translator's fallback where a block does not fit
-   * the slice or the code is not in a page of RAM): the loop body of `execute`, without chaining.
-   */
-  private interpretOne(): void {
-    const c = this.cpu;
-    c.slice--;
-    const eip = c.eip;
-    c.startEip = eip;
-    const linear = (c.segBase[Seg.CS]! + eip) | 0;
-    let insn = linear >>> 12 === c.fetchLinPage ? c.fetchCache![linear & 0xfff] : this.fetchPage(linear);
-    if (insn === undefined || insn.cs32 !== c.cs32) insn = this.decodeAt(linear);
-    c.eip = c.cs32 ? (eip + insn.len) | 0 : (eip + insn.len) & 0xffff;
-    insn.handler(c, insn);
-    c.instructions++;
   }
 
   /** Translates the page of `linear` for execution and makes it the fetch page. */

@@ -12,10 +12,10 @@ export interface BtStats {
   blocksInvalidated: number;
   /** Blocks dropped because the code cache was over its limit. */
   blocksEvicted: number;
-  /** Block entries reached through a chain link (no cache lookup). */
-  chainHits: number;
-  /** Blocks run. */
+  /** Compiled blocks run. */
   blockExecutions: number;
+  /** Guest instructions run in compiled blocks (the rest ran in the interpreter). */
+  translatedInstructions: number;
   /** Host nanoseconds spent decoding and compiling blocks. */
   translateNs: number;
   /** Blocks in the code cache now. */
@@ -30,8 +30,8 @@ export function emptyBtStats(): BtStats {
     guestBytesTranslated: 0,
     blocksInvalidated: 0,
     blocksEvicted: 0,
-    chainHits: 0,
     blockExecutions: 0,
+    translatedInstructions: 0,
     translateNs: 0,
     cacheBlocks: 0,
     vmmCalls: {},

@@ -1,34 +1,37 @@
 /**
- * The binary translator's run loop (technique `bt`): runs the current slice of the SoftCpu's run
- * loop block by block. A block is looked up by linear EIP through the soft TLB (the same fetch
- * path the interpreter uses, so a fetch faults exactly as there), found by physical page, offset
- * and mode in the code cache, or cut and compiled (block_builder.ts, emitter.ts). Blocks chain to
- * the successors they last exited to, so loops and straight-line code skip the lookup; a chain is
- * followed only within one "fetch epoch" (no TLB flush, mode change or code write since it was
- * made) and only to a block still valid.
+ * The binary translator (technique `bt`): compiles hot guest code into JavaScript functions and
+ * runs them from the interpreter's loop (soft_cpu.ts `execute`).
  *
- * The slice bounds interrupt latency: every block decrements `c.slice` by its instructions and
- * the loop returns to SoftCpu.run (interrupts, device polls) when it runs out, however the blocks
- * chain. Where a block would overrun the slice, or the code cannot be translated (MMIO or an
- * instruction crossing a page), the interpreter runs one instruction: instruction counts stay
- * exact, so the virtual clock sees the same time as under the interpreter.
+ * Translation is tiered, because compiling is dear. The interpreter runs everything first; at
+ * each block entry (the instruction after a control transfer or serialising instruction, or after
+ * a compiled block) it looks at the decoded record there: a record with a block compiled for the
+ * current mode runs the block; otherwise its entry count goes up, and at HOT_THRESHOLD the block
+ * is cut (block_builder.ts) and compiled (emitter.ts). Emitting a block and V8 compiling it costs
+ * some hundred microseconds, which the interpreter spends on a few thousand instructions; most of
+ * a kernel's boot code runs a handful of times, and compiling all of it made the boot four times
+ * slower than interpreting it.
+ *
+ * Blocks hang off the interpreter's records (block_cache.ts), so finding the successor of a block
+ * is the interpreter's own lookup: an index into the fetch page's records, through the soft TLB
+ * only when the page changes (a fetch faults exactly as in the interpreter). The run loop's slice
+ * bounds interrupt latency: a block runs only if it fits in what is left of the slice, and counts
+ * its instructions exactly, so the virtual clock sees the same time as under the interpreter.
  */
 import type { Cpu } from "../cpu.js";
+import type { Insn } from "../insn.js";
 import { Cr0, Seg } from "../registers.js";
-import { buildBlock } from "./block_builder.js";
-import { Block, BlockCache, modeKey } from "./block_cache.js";
+import { type BlockCode, buildBlock } from "./block_builder.js";
+import { BlockCache, modeKey } from "./block_cache.js";
 import type { BtStats } from "./bt_stats.js";
 import { emitBlock, type VmmCounters } from "./emitter.js";
 
-/** What the translator needs from the SoftCpu: its fetch path and its interpreter. */
-export interface InterpreterFallback {
-  /** Makes the page of `linear` the fetch page (c.fetchLinPage = -1 when it is not RAM). */
-  fetchPage(linear: number): void;
-  /** Runs one instruction as the interpreter does (decrements c.slice, counts it). */
-  interpretOne(): void;
-  /** Records a block entry for crash reports. */
-  noteEntry(linear: number): void;
-}
+/**
+ * Entries of a cold block before it is compiled (see the file comment). Measured on the default
+ * guest's first 400 M instructions (bench/soft-profile/boot_profile.js): 64 entries, 13.6 k blocks
+ * compiled, 17.6 s (interpreter 7.5 s); 1000: 9.9 s; 5000: 7.8 s; 20000: 371 blocks, 6.4 s. Every
+ * compiled block costs V8 machine code of its own: thousands of them thrash the host's caches.
+ */
+export const HOT_THRESHOLD = 20000;
 
 class Counters implements VmmCounters {
   counts = new Float64Array(64);
@@ -48,102 +51,55 @@ class Counters implements VmmCounters {
 export class Translator {
   readonly cache: BlockCache;
   private readonly vmm = new Counters();
-  private epoch = 0;
   private blocksTranslated = 0;
   private guestBytes = 0;
   private translateNs = 0;
-  private chainHits = 0;
-  private executions = 0;
+  executions = 0;
+  translatedInsns = 0;
 
   constructor(
     private readonly c: Cpu,
-    private readonly interp: InterpreterFallback,
     cacheLimit?: number,
+    readonly threshold = HOT_THRESHOLD,
   ) {
-    this.cache = new BlockCache(c.codePage.length, cacheLimit);
+    this.cache = new BlockCache(cacheLimit);
     c.onCodeWrite = (page) => this.cache.dropPage(page);
   }
 
-  /** Runs instructions until the slice is used up (c.slice <= 0), as SoftCpu.execute does. */
-  execute(): void {
+  /** The mode key of the CPU now (what a block's code was compiled for). */
+  mode(): number {
     const c = this.c;
-    let blk: Block | undefined;
-    let prev: Block | undefined;
-    while (c.slice > 0) {
-      if (c.fetchLinPage === -1) {
-        // A TLB flush, mode change or code write: no chain made before it may be followed.
-        this.epoch++;
-        blk = undefined;
-        prev = undefined;
-      }
-      if (blk === undefined) {
-        c.startEip = c.eip;
-        blk = this.lookup();
-        if (prev !== undefined && blk !== undefined) this.link(prev, blk);
-      }
-      if (blk === undefined || blk.count > c.slice) {
-        this.interp.interpretOne();
-        blk = undefined;
-        prev = undefined;
-        continue;
-      }
-      this.executions++;
-      blk.fn();
-      prev = blk;
-      const e = c.eip;
-      const epoch = this.epoch;
-      let nb: Block | undefined;
-      if (e === blk.chainEip0 && blk.epoch0 === epoch) nb = blk.chain0;
-      else if (e === blk.chainEip1 && blk.epoch1 === epoch) nb = blk.chain1;
-      if (nb?.valid && c.fetchLinPage !== -1) {
-        this.chainHits++;
-        blk = nb;
-        prev = undefined;
-      } else blk = undefined;
-    }
+    return modeKey(c.cs32, c.ss32, c.cpl, (c.cr0 & Cr0.PG) !== 0);
   }
 
-  private link(prev: Block, next: Block): void {
-    if (prev.chain0 === undefined || prev.epoch0 !== this.epoch || !prev.chain0.valid) {
-      prev.chain0 = next;
-      prev.chainEip0 = next.eip;
-      prev.epoch0 = this.epoch;
-    } else {
-      prev.chain1 = next;
-      prev.chainEip1 = next.eip;
-      prev.epoch1 = this.epoch;
-    }
-  }
-
-  private lookup(): Block | undefined {
-    const c = this.c;
-    const eip = c.eip;
-    const linear = (c.segBase[Seg.CS]! + eip) | 0;
-    this.interp.noteEntry(linear);
-    this.interp.fetchPage(linear);
-    if (c.fetchLinPage === -1) return undefined; // not RAM: the interpreter fetches from MMIO
-    const page = c.fetchPhysPage;
-    const off = linear & 0xfff;
-    const mode = modeKey(c.cs32, c.ss32, c.cpl, (c.cr0 & Cr0.PG) !== 0);
-    const b = this.cache.get(page, off, mode);
-    if (b !== undefined && b.eip === eip) return b;
-    return this.translate(eip, linear, page, off, mode);
-  }
-
-  private translate(eip: number, linear: number, page: number, off: number, mode: number): Block | undefined {
+  /**
+   * Compiles the block whose first instruction is `insn`, the record at EIP in the fetch page
+   * (about to run: the CPU is in the block's mode). A first instruction that crosses the page end
+   * or cannot be fetched leaves it to the interpreter for good (btHits = -1).
+   */
+  compile(insn: Insn): void {
     const c = this.c;
     const t0 = performance.now();
-    const code = buildBlock(c, eip, linear);
-    if (code.insns.length === 0) return undefined;
+    const eip = c.eip;
+    const linear = (c.segBase[Seg.CS]! + eip) | 0;
+    let code: BlockCode | undefined;
+    try {
+      code = buildBlock(c, eip, linear);
+    } catch {
+      code = undefined;
+    }
+    if (code === undefined || code.insns.length === 0) {
+      insn.btHits = -1;
+      return;
+    }
     const name = (linear >>> 0).toString(16).padStart(8, "0");
-    const { fn } = emitBlock(c, code, name, c.rcheck, c.wcheck, c.ss32, this.vmm);
-    const b = new Block(fn, eip, page, code.insns.length);
-    this.cache.put(page, off, mode, b);
-    c.codePage[page] = 1;
+    insn.btFn = emitBlock(c, code, name, c.rcheck, c.wcheck, c.ss32, this.vmm).fn;
+    insn.btMode = this.mode();
+    insn.btCount = code.insns.length;
+    this.cache.add(c.fetchPhysPage, insn);
     this.blocksTranslated++;
     this.guestBytes += code.bytes;
     this.translateNs += (performance.now() - t0) * 1e6;
-    return b;
   }
 
   /** Copies the counters into `stats` (SoftCpu.stats.bt). */
@@ -152,8 +108,8 @@ export class Translator {
     stats.guestBytesTranslated = this.guestBytes;
     stats.blocksInvalidated = this.cache.invalidated;
     stats.blocksEvicted = this.cache.evicted;
-    stats.chainHits = this.chainHits;
     stats.blockExecutions = this.executions;
+    stats.translatedInstructions = this.translatedInsns;
     stats.translateNs = Math.round(this.translateNs);
     stats.cacheBlocks = this.cache.size;
     for (let k = 0; k < this.vmm.kinds.length; k++) stats.vmmCalls[this.vmm.kinds[k]!] = this.vmm.counts[k]!;

@@ -242,6 +242,7 @@ export function runCase(
   c: DiffCase,
   technique: SoftTechnique,
   chunks: readonly number[] = [1 << 20],
+  hotThreshold = 1,
 ): Outcome {
   const paging = c.paging ?? true;
   const key = `${paging}\n${c.body}`;
@@ -270,6 +271,7 @@ export function runCase(
   let soft: SoftCpu | undefined;
   soft = new SoftCpu({
     technique,
+    btHotThreshold: hotThreshold,
     memory,
     ports: new PortBus(),
     mmio,
@@ -455,7 +457,9 @@ export interface Differential {
 
 /**
  * Runs `c` under the interpreter and the translator with each budget schedule in `schedules`,
- * and compares each translated run with the reference run of the same schedule.
+ * and compares each translated run with the reference run of the same schedule. The translator
+ * runs twice: compiling every block on its first entry (the reported outcome), and compiling on
+ * the third (so blocks go from interpreted to compiled in the middle of the case, as in a guest).
  */
 export function differential(
   c: DiffCase,
@@ -466,14 +470,18 @@ export function differential(
   const problems: string[] = [];
   for (const chunks of schedules) {
     reference = runCase(c, "interp", chunks);
-    translated = runCase(c, "bt", chunks);
-    const d = compareOutcomes(reference, translated, c.undefinedFlags ?? 0);
-    if (d.length > 0) {
-      problems.push(`${c.name}, budgets ${chunks.join(",")}:\n  ${d.join("\n  ")}`);
-      if (reference.report !== translated.report)
+    for (const threshold of [3, 1]) {
+      translated = runCase(c, "bt", chunks, threshold);
+      const d = compareOutcomes(reference, translated, c.undefinedFlags ?? 0);
+      if (d.length > 0) {
         problems.push(
-          `  reference ended: ${reference.report.split("\n")[0]}\n  bt ended: ${translated.report.split("\n")[0]}`,
+          `${c.name}, budgets ${chunks.join(",")}, compiled on entry ${threshold}:\n  ${d.join("\n  ")}`,
         );
+        if (reference.report !== translated.report)
+          problems.push(
+            `  reference ended: ${reference.report.split("\n")[0]}\n  bt ended: ${translated.report.split("\n")[0]}`,
+          );
+      }
     }
   }
   return { reference: reference!, translated: translated!, problems };
@@ -489,5 +497,5 @@ export function translatorNote(o: Outcome): string {
   if (!translatorRan(o))
     return "technique bt translated no block: the translator has not landed, so this compared the interpreter with itself";
   const b = o.bt!;
-  return `bt: ${b.blocksTranslated} blocks translated, ${b.blockExecutions} executions, ${b.chainHits} chain hits, ${b.blocksInvalidated} invalidated, ${b.blocksEvicted} evicted, ${b.cacheBlocks} cached`;
+  return `bt: ${b.blocksTranslated} blocks translated, ${b.blockExecutions} executions (${b.translatedInstructions} instructions), ${b.blocksInvalidated} invalidated, ${b.blocksEvicted} evicted, ${b.cacheBlocks} cached`;
 }
